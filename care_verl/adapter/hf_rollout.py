@@ -1,0 +1,413 @@
+"""An ``hf`` rollout backend for verl 0.9.1: token-in/token-out generation with transformers.
+
+verl 0.9.1 only has vLLM/SGLang/TRT-LLM async servers (``verl/workers/rollout/base.py:89``,
+``replica.py:388``); none runs on a CPU-only machine. This backend plugs into the same registries:
+
+- :class:`HFServer` — a Ray actor holding the policy (``AutoModelForCausalLM`` or, for models
+  with a ``vision_config``, ``AutoModelForImageTextToText``). Concurrent ``generate`` requests are
+  gathered into batches (same sampling parameters) and decoded with one ``model.generate`` call.
+  Images go through the model's image processor; ``mm_token_type_ids`` are passed so Qwen-VL
+  generation uses the same M-RoPE positions as the trainer.
+- :class:`HFReplica` — launches one server per replica (hybrid mode: next to the FSDP workers).
+- :class:`HFServerAdapter` — lives in each hybrid worker; pushes the actor's weights to its
+  server after every update (full tensors; DTensors are gathered first).
+
+Log-probs are computed from the raw logits divided by the temperature (the distribution the
+trainer recomputes), not from the processed scores, so token suppression does not bias them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Generator
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import ray
+import torch
+
+from verl.workers.rollout.base import BaseRollout
+from verl.workers.rollout.replica import RolloutReplica, TokenOutput
+
+logger = logging.getLogger(__name__)
+
+# Special tokens a (random or badly trained) model must never emit: verl marks every
+# <|image_pad|> of prompt+response as an image token (verl/experimental/agent_loop/
+# agent_loop.py:942), so a sampled one breaks get_rope_index for the whole batch.
+VISION_SPECIAL_TOKENS = ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>")
+
+
+def server_actor_name(replica_rank: int) -> str:
+    """Ray actor name of a replica's server; the job id keeps concurrent jobs apart."""
+    job_id = ray.get_runtime_context().get_job_id()
+    return f"care_hf_rollout_{job_id}_{replica_rank}"
+
+
+@dataclass(frozen=True)
+class SamplingKey:
+    """The sampling parameters a batch must share (one ``generate`` call per key)."""
+
+    temperature: float
+    top_p: float
+    top_k: int
+    max_new_tokens: int
+    repetition_penalty: float
+    ignore_eos: bool
+
+
+def sampling_key(params: dict[str, Any], default_max_tokens: int) -> SamplingKey:
+    """Normalise verl's sampling-parameter dict (vLLM-style names) into a :class:`SamplingKey`."""
+    max_tokens = params.get("max_tokens", params.get("max_new_tokens", default_max_tokens))
+    top_k = params.get("top_k", -1)
+    return SamplingKey(
+        temperature=float(params.get("temperature", 1.0)),
+        top_p=float(params.get("top_p", 1.0)),
+        top_k=int(top_k) if top_k is not None else -1,
+        max_new_tokens=max(1, min(int(max_tokens), default_max_tokens)),
+        repetition_penalty=float(params.get("repetition_penalty", 1.0) or 1.0),
+        ignore_eos=bool(params.get("ignore_eos", False)),
+    )
+
+
+def sampled_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Log-probabilities of ``tokens`` under ``softmax(logits / T)`` (T = 1 when greedy).
+
+    Args:
+        logits: FloatTensor[B, T, V] raw logits for each generated position.
+        tokens: LongTensor[B, T] the generated tokens.
+    Returns:
+        FloatTensor[B, T].
+    """
+    t = temperature if temperature > 0 else 1.0
+    logp = torch.log_softmax(logits.float() / t, dim=-1)
+    return logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+
+
+def trim_at_eos(tokens: list[int], eos_ids: set[int]) -> tuple[list[int], bool]:
+    """Cut ``tokens`` after the first EOS (the EOS is kept, as vLLM does). Returns (tokens, hit_eos)."""
+    for i, tok in enumerate(tokens):
+        if tok in eos_ids:
+            return tokens[: i + 1], True
+    return tokens, False
+
+
+@dataclass
+class _Request:
+    prompt_ids: list[int]
+    images: Optional[list[Any]]
+    key: SamplingKey
+    seed: Optional[int]
+    future: asyncio.Future
+
+
+class HFServer:
+    """Ray actor: batched token-in/token-out generation with a transformers model."""
+
+    def __init__(self, model_path: str, rollout_config: dict, replica_rank: int = 0):
+        from transformers import AutoConfig
+
+        threads = int(os.environ.get("CARE_VERL_ROLLOUT_THREADS", "0"))
+        if threads > 0:
+            torch.set_num_threads(threads)
+        self.replica_rank = replica_rank
+        self.response_length = int(rollout_config["response_length"])
+        self.prompt_length = int(rollout_config["prompt_length"])
+        self.max_batch = int(rollout_config.get("max_num_seqs") or 256)
+        self.seed = int(rollout_config.get("seed", 0) or 0)
+        self.global_steps: Optional[int] = None
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+        hf_config = AutoConfig.from_pretrained(model_path)
+        self.is_vl = getattr(hf_config, "vision_config", None) is not None
+        self.model = self._load_model(model_path, self.is_vl).to(self.device).eval()
+        self.processor = None
+        if self.is_vl:
+            from verl.utils.tokenizer import hf_processor
+
+            self.processor = hf_processor(model_path)
+            if self.processor is None:
+                raise RuntimeError(
+                    f"{model_path} has a vision_config but AutoProcessor cannot load it; "
+                    "is torchvision installed (the Qwen2.5-VL video processor needs it)?"
+                )
+            self.tokenizer = self.processor.tokenizer
+        else:
+            from transformers import AutoTokenizer
+
+            self.tokenizer = AutoTokenizer.from_pretrained(model_path)
+        self.eos_ids = self._eos_ids()
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else min(self.eos_ids)
+        vocab = self.tokenizer.get_vocab()
+        self.suppress_ids = [vocab[t] for t in VISION_SPECIAL_TOKENS if t in vocab]
+        self.image_token_id = getattr(hf_config, "image_token_id", None)
+        self.queue: list[_Request] = []
+        self.wakeup: Optional[asyncio.Event] = None
+        self.model_lock: Optional[asyncio.Lock] = None
+        self.batches_run = 0
+
+    @staticmethod
+    def _load_model(model_path: str, is_vl: bool):
+        from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
+
+        cls = AutoModelForImageTextToText if is_vl else AutoModelForCausalLM
+        return cls.from_pretrained(model_path, dtype=torch.float32, attn_implementation="sdpa")
+
+    def _eos_ids(self) -> set[int]:
+        ids = set()
+        gen_eos = getattr(self.model.generation_config, "eos_token_id", None)
+        for value in (gen_eos, self.tokenizer.eos_token_id):
+            if isinstance(value, int):
+                ids.add(value)
+            elif value:
+                ids.update(int(v) for v in value)
+        if not ids:
+            raise ValueError("the tokenizer and generation config define no EOS token")
+        return ids
+
+    # ---- control API used by verl (no-ops where the HF model has nothing to release) ----
+    async def ready(self) -> bool:
+        return True
+
+    async def wake_up(self):
+        return None
+
+    async def sleep(self):
+        return None
+
+    async def clear_kv_cache(self):
+        return None
+
+    async def release_kv_cache(self):
+        return None
+
+    async def resume_kv_cache(self):
+        return None
+
+    async def abort_all_requests(self, reject_request: bool = False):
+        return None
+
+    async def resume_generation(self):
+        return None
+
+    async def start_profile(self, **kwargs):
+        return None
+
+    async def stop_profile(self):
+        return None
+
+    async def wait_for_requests_to_drain(self, *args, **kwargs):
+        return None
+
+    async def stats(self) -> dict:
+        return {"batches_run": self.batches_run, "global_steps": self.global_steps}
+
+    async def update_weights(self, state_dict: dict[str, torch.Tensor], global_steps: Optional[int] = None):
+        """Load the actor's full weights; fails loudly if any name does not match the model."""
+        self._ensure_loop_state()
+        async with self.model_lock:
+            result = self.model.load_state_dict(state_dict, strict=False)
+            tied = {"lm_head.weight"} if getattr(self.model.config, "tie_word_embeddings", False) else set()
+            missing = [k for k in result.missing_keys if k not in tied]
+            if result.unexpected_keys or missing:
+                raise RuntimeError(
+                    "hf rollout weight sync: names do not match the model "
+                    f"(unexpected {result.unexpected_keys[:5]}, missing {missing[:5]})"
+                )
+            if global_steps is not None:
+                self.global_steps = global_steps
+        return len(state_dict)
+
+    # ---- generation ----
+    def _ensure_loop_state(self):
+        if self.wakeup is None:
+            self.wakeup = asyncio.Event()
+            self.model_lock = asyncio.Lock()
+            asyncio.get_running_loop().create_task(self._batch_loop())
+
+    async def generate(
+        self,
+        request_id: str = "",
+        prompt_ids: Optional[list[int]] = None,
+        sampling_params: Optional[dict[str, Any]] = None,
+        image_data: Optional[list[Any]] = None,
+        video_data: Optional[list[Any]] = None,
+        **kwargs,
+    ) -> TokenOutput:
+        if video_data:
+            raise NotImplementedError("the hf rollout does not support video inputs")
+        if image_data and not self.is_vl:
+            raise ValueError("image inputs sent to a text-only model")
+        self._ensure_loop_state()
+        params = dict(sampling_params or {})
+        budget = self.prompt_length + self.response_length - len(prompt_ids)
+        key = sampling_key(params, max(1, min(self.response_length, budget)))
+        future = asyncio.get_running_loop().create_future()
+        self.queue.append(_Request(list(prompt_ids), image_data or None, key, params.get("seed"), future))
+        self.wakeup.set()
+        token_ids, log_probs, hit_eos = await future
+        return TokenOutput(
+            token_ids=token_ids,
+            log_probs=log_probs,
+            stop_reason="completed",
+            extra_fields={"global_steps": self.global_steps, "finish_reason": "stop" if hit_eos else "length"},
+        )
+
+    async def _batch_loop(self):
+        while True:
+            await self.wakeup.wait()
+            # A short pause lets the agent loop's concurrent requests for a step arrive together.
+            await asyncio.sleep(0.02)
+            self.wakeup.clear()
+            pending, self.queue = self.queue, []
+            groups: dict[SamplingKey, list[_Request]] = {}
+            for req in pending:
+                groups.setdefault(req.key, []).append(req)
+            for key, reqs in groups.items():
+                for start in range(0, len(reqs), self.max_batch):
+                    chunk = reqs[start : start + self.max_batch]
+                    try:
+                        async with self.model_lock:
+                            outputs = await asyncio.to_thread(self._generate_batch, key, chunk)
+                        for req, out in zip(chunk, outputs):
+                            if not req.future.done():
+                                req.future.set_result(out)
+                    except Exception as exc:  # a failed batch fails its requests, not the server
+                        logger.exception("hf rollout batch failed")
+                        for req in chunk:
+                            if not req.future.done():
+                                req.future.set_exception(exc)
+
+    def _model_inputs(self, reqs: list[_Request]) -> dict[str, torch.Tensor]:
+        """Left-padded ids, attention mask and, for VL models, pixel values and grids."""
+        width = max(len(r.prompt_ids) for r in reqs)
+        ids = torch.full((len(reqs), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(reqs), width), dtype=torch.long)
+        for i, r in enumerate(reqs):
+            ids[i, width - len(r.prompt_ids) :] = torch.tensor(r.prompt_ids)
+            mask[i, width - len(r.prompt_ids) :] = 1
+        inputs = {"input_ids": ids, "attention_mask": mask}
+        images = [img for r in reqs for img in (r.images or [])]
+        if images:
+            vision = self.processor.image_processor(images=images, return_tensors="pt")
+            merge = self.processor.image_processor.merge_size
+            expected = int((vision["image_grid_thw"].prod(-1) // (merge * merge)).sum())
+            found = int((ids == self.image_token_id).sum())
+            if expected != found:
+                raise ValueError(f"prompts hold {found} image tokens but the images need {expected}")
+            inputs["pixel_values"] = vision["pixel_values"]
+            inputs["image_grid_thw"] = vision["image_grid_thw"]
+        if self.is_vl:
+            # Without mm_token_type_ids, Qwen2.5-VL generate silently uses 1-D text positions
+            # (transformers 5.10 modeling_qwen2_5_vl.py), unlike the trainer's M-RoPE.
+            inputs["mm_token_type_ids"] = (ids == self.image_token_id).long()
+        return {k: v.to(self.device) for k, v in inputs.items()}
+
+    @torch.no_grad()
+    def _generate_batch(self, key: SamplingKey, reqs: list[_Request]):
+        self.batches_run += 1
+        inputs = self._model_inputs(reqs)
+        seed = reqs[0].seed if reqs[0].seed is not None else self.seed + 7919 * self.batches_run
+        torch.manual_seed(int(seed))
+        greedy = key.temperature <= 0
+        gen_kwargs = dict(
+            max_new_tokens=key.max_new_tokens,
+            do_sample=not greedy,
+            output_logits=True,
+            return_dict_in_generate=True,
+            pad_token_id=self.pad_id,
+            eos_token_id=None if key.ignore_eos else sorted(self.eos_ids),
+            repetition_penalty=key.repetition_penalty,
+            suppress_tokens=self.suppress_ids or None,
+        )
+        if not greedy:
+            gen_kwargs.update(temperature=key.temperature, top_p=key.top_p, top_k=key.top_k if key.top_k > 0 else 0)
+        out = self.model.generate(**inputs, **gen_kwargs)
+        width = inputs["input_ids"].shape[1]
+        new_tokens = out.sequences[:, width:]
+        logits = torch.stack(out.logits, dim=1)[:, : new_tokens.shape[1]]
+        logps = sampled_logprobs(logits, new_tokens, key.temperature)
+        results = []
+        for i in range(len(reqs)):
+            tokens = new_tokens[i].tolist()
+            if key.ignore_eos:
+                kept, hit = tokens, False
+            else:
+                kept, hit = trim_at_eos(tokens, self.eos_ids)
+            results.append((kept, logps[i, : len(kept)].tolist(), hit))
+        return results
+
+
+def _get(config, key: str):
+    """Read ``key`` from a dataclass or a (struct) DictConfig alike."""
+    return config.get(key) if hasattr(config, "get") else getattr(config, key, None)
+
+
+class HFReplica(RolloutReplica):
+    """One HF server per replica, placed on the node of the replica's first worker."""
+
+    async def launch_servers(self):
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        config = self.config
+        rollout_config = {
+            "response_length": config.response_length,
+            "prompt_length": config.prompt_length,
+            "max_num_seqs": config.max_num_seqs,
+            "seed": getattr(config, "seed", 0),
+        }
+        model_path = _get(self.model_config, "local_path") or _get(self.model_config, "path")
+        options = {"name": server_actor_name(self.replica_rank), "num_cpus": 0, "max_concurrency": 10_000}
+        if self.workers:
+            node_id = await self.workers[0].__ray_call__.remote(lambda w: ray.get_runtime_context().get_node_id())
+            options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id=node_id, soft=True)
+        env = {k: v for k, v in os.environ.items() if k.startswith(("VERL_", "CARE_VERL_"))}
+        options["runtime_env"] = {"env_vars": env}
+        server = ray.remote(HFServer).options(**options).remote(model_path, rollout_config, self.replica_rank)
+        await server.ready.remote()
+        self.servers = [server]
+        self._server_handle = server
+        self._server_address = options["name"]
+
+
+class HFServerAdapter(BaseRollout):
+    """Hybrid-worker side of the ``hf`` backend: forwards weights to this rank's replica server."""
+
+    def __init__(self, config, model_config, device_mesh, replica_rank: int = -1, **kwargs):
+        super().__init__(config, model_config, device_mesh)
+        rank = int(os.environ.get("RANK", 0))
+        replica_size = self.config.tensor_model_parallel_size * self.config.data_parallel_size
+        replica_size *= self.config.pipeline_model_parallel_size
+        self.replica_rank = rank // replica_size if replica_rank == -1 else replica_rank
+        self.is_leader = rank % replica_size == 0
+        self._server = None
+
+    def _server_handle(self):
+        if self._server is None:
+            self._server = ray.get_actor(server_actor_name(self.replica_rank))
+        return self._server
+
+    async def resume(self, tags: list[str]):
+        return None
+
+    async def release(self):
+        return None
+
+    async def update_weights(
+        self,
+        weights: Generator[tuple[str, torch.Tensor], None, None],
+        wire_format: str = "named_tensors",
+        **kwargs,
+    ):
+        if wire_format != "named_tensors":
+            raise NotImplementedError(f"hf rollout supports wire_format='named_tensors' only, got {wire_format!r}")
+        state_dict = {}
+        for name, tensor in weights:
+            # Every rank must take part: full_tensor() is a collective over the FSDP mesh.
+            if hasattr(tensor, "full_tensor"):
+                tensor = tensor.full_tensor()
+            if self.is_leader:
+                state_dict[name] = tensor.detach().to("cpu", copy=True)
+        if self.is_leader:
+            await self._server_handle().update_weights.remote(state_dict, kwargs.get("global_steps"))

@@ -1,0 +1,106 @@
+"""``python -m care_verl.main [+recipe=NAME] [key=value ...]``: compose, check, and run.
+
+Composition order (later wins): verl's ``ppo_trainer`` config -> ``hydra_configs/care_trainer.yaml``
+-> ``runtime/{gpu,cpu}`` (cpu chosen automatically when no accelerator is present) ->
+``recipes/NAME.yaml`` -> the command line.
+
+Then: tiny models / synthetic data are resolved (:mod:`care_verl.adapter.prepare`), the config is
+checked before Ray starts (:mod:`care_verl.adapter.validate`), and verl's trainer runs.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from care_verl.adapter.validate import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+HYDRA_CONFIG_DIR = Path(os.environ.get("CARE_VERL_HYDRA_CONFIGS", REPO_ROOT / "hydra_configs"))
+
+
+def has_accelerator() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _override_key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def compose_config(argv: list[str]) -> DictConfig:
+    """Compose the full config from the command-line overrides (Hydra syntax)."""
+    from hydra import compose, initialize_config_dir
+
+    overrides = list(argv)
+    if not any(_override_key(o) == "runtime" for o in overrides) and not has_accelerator():
+        overrides.append("runtime=cpu")
+    if not HYDRA_CONFIG_DIR.is_dir():
+        raise ConfigError(f"hydra config directory not found: {HYDRA_CONFIG_DIR} (set CARE_VERL_HYDRA_CONFIGS)")
+    with initialize_config_dir(config_dir=str(HYDRA_CONFIG_DIR), version_base=None, job_name="care_verl"):
+        return compose(config_name="care_trainer", overrides=overrides)
+
+
+def configure_environment(config: DictConfig) -> None:
+    """Environment every process needs; set before ``ray.init`` so Ray workers inherit it."""
+    if not has_accelerator():
+        os.environ.setdefault("VERL_PLATFORM", "cpu")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("WANDB_MODE", "offline")
+    run_dir = Path(config.run.dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    os.environ["VERL_FILE_LOGGER_PATH"] = str(run_dir / "metrics.jsonl")
+    os.environ.setdefault("TENSORBOARD_DIR", str(run_dir / "tensorboard"))
+    os.environ.setdefault("WANDB_DIR", str(run_dir))
+
+
+def build_config(argv: list[str]) -> DictConfig:
+    """Compose, resolve local artefacts and validate; raises :class:`ConfigError` on bad input."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from care_verl.adapter.prepare import prepare_config
+    from care_verl.adapter.validate import validate_startup, validate_with_verl
+
+    try:
+        config = compose_config(argv)
+        config = prepare_config(config)
+    except (HydraException, OmegaConfBaseException, ValueError) as exc:
+        raise ConfigError(str(exc).strip()) from None
+    validate_startup(config)
+    validate_with_verl(config)
+    return config
+
+
+def run(config: DictConfig) -> None:
+    """Start Ray and run verl's trainer with ``config``."""
+    from care_verl.adapter.register import check_registered
+
+    check_registered()
+    from verl.trainer.main_ppo import TaskRunnerV1, run_ppo
+
+    if config.trainer.use_v1:
+        run_ppo(config, task_runner_class=TaskRunnerV1)
+    else:
+        from verl.trainer.main_ppo_v0 import TaskRunner
+
+        run_ppo(config, task_runner_class=TaskRunner)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        config = build_config(argv)
+    except ConfigError as exc:
+        print(f"care_verl: configuration error: {exc}", file=sys.stderr)
+        return 2
+    configure_environment(config)
+    if os.environ.get("CARE_VERL_PRINT_CONFIG"):
+        print(OmegaConf.to_yaml(config))
+    run(config)
+    print(f"care_verl: run finished; metrics and checkpoints are under {config.run.dir}")
+    return 0

@@ -1,0 +1,154 @@
+"""Narrow fixes for verl 0.9.1 (and torch) behaviour that breaks runs on CPU or with Qwen-VL inputs.
+
+Each patch is idempotent, names the file and line it works around, and has a test in
+``tests/adapter/test_patches.py``. They are applied from ``care_verl.adapter.register`` in every
+process that imports verl (driver, TaskRunner, Ray workers).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+_APPLIED: set[str] = set()
+
+
+def _once(name: str) -> bool:
+    if name in _APPLIED:
+        return False
+    _APPLIED.add(name)
+    return True
+
+
+def normalize_backend(backend: str | None) -> str | None:
+    """``"cpu:gloo,cpu:gloo"`` -> ``"gloo"``; any other backend string is returned unchanged.
+
+    verl/utils/distributed.py:89 builds ``f"cpu:gloo,{device}:{backend}"``, which on the CPU
+    platform names the cpu device twice and torch rejects it ("Duplicate device type cpu").
+    """
+    if not isinstance(backend, str) or "," not in backend:
+        return backend
+    parts = {p.strip() for p in backend.split(",") if p.strip()}
+    if parts == {"cpu:gloo"}:
+        return "gloo"
+    return backend
+
+
+def patch_init_process_group() -> None:
+    """Wrap ``torch.distributed.init_process_group`` with :func:`normalize_backend`."""
+    if not _once("init_process_group"):
+        return
+    original = torch.distributed.init_process_group
+
+    @functools.wraps(original)
+    def init_process_group(*args, **kwargs):
+        if "backend" in kwargs:
+            kwargs["backend"] = normalize_backend(kwargs["backend"])
+        elif args:
+            args = (normalize_backend(args[0]), *args[1:])
+        return original(*args, **kwargs)
+
+    init_process_group.__care_verl_patched__ = True
+    torch.distributed.init_process_group = init_process_group
+
+
+def register_cpu_engines() -> None:
+    """Make verl's FSDP engines selectable on the ``cpu`` device.
+
+    verl/workers/engine/fsdp/transformer_impl.py:1143,1594 register the FSDP language/value
+    model engines only for ``device=["cuda", "npu"]``; FSDP2 with gloo works on CPU as is.
+    """
+    if not _once("cpu_engines"):
+        return
+    from verl.workers.engine.base import EngineRegistry
+    from verl.workers.engine.fsdp import transformer_impl  # noqa: F401  (fills the registry)
+
+    for model_type, backends in EngineRegistry._engines.items():
+        for backend in ("fsdp", "fsdp2"):
+            registry = backends.get(backend)
+            if registry and "cuda" in registry and "cpu" not in registry:
+                registry["cpu"] = registry["cuda"]
+
+
+def patch_fsdp2_offload_no_pin() -> None:
+    """Turn off ``pin_memory`` in FSDP2's ``CPUOffloadPolicy`` when no accelerator exists.
+
+    verl/workers/engine/fsdp/transformer_impl.py:462 always builds the reference model with
+    ``CPUOffloadPolicy(pin_memory=True)``; pinning needs an accelerator, so on CPU FSDP2 fails
+    with "Cannot access accelerator device when none is available". The replacement is a
+    subclass, so isinstance checks in torch and verl still hold.
+    """
+    if torch.cuda.is_available() or not _once("fsdp2_no_pin"):
+        return
+    from verl.workers.engine.fsdp import transformer_impl
+
+    base = transformer_impl.CPUOffloadPolicy
+    if base is None or getattr(base, "__care_verl_patched__", False):
+        return
+
+    class CPUOffloadPolicyNoPin(base):  # type: ignore[misc,valid-type]
+        __care_verl_patched__ = True
+
+        def __init__(self, pin_memory: bool = False, **kwargs):
+            super().__init__(pin_memory=False, **kwargs)
+
+    transformer_impl.CPUOffloadPolicy = CPUOffloadPolicyNoPin
+
+
+def mrope_ragged_idx(tensors) -> int | None:
+    """Return 2 when ``tensors`` are equal-shape M-RoPE position ids ``(r, L)``, r in {3, 4} < L.
+
+    ``torch.nested.as_nested_tensor(list, layout=torch.jagged)`` infers the ragged dimension; for
+    a list of equal-shape ``(4, L)`` tensors it makes dim 1 (the "4") ragged and yields
+    ``(B, j, L)`` instead of ``(B, 4, j)``. verl builds M-RoPE position ids this way
+    (verl/workers/utils/padding.py:67, verl/utils/tensordict_utils.py:172, verl/protocol.py:287),
+    and the first batch whose sequences all have the same length then fails in
+    ``index_select_tensor_dict`` (verl/utils/tensordict_utils.py:495) with a split_with_sizes error.
+    Returns None for every other input, which keeps torch's own inference.
+    """
+    if not isinstance(tensors, (list, tuple)) or len(tensors) == 0:
+        return None
+    first = tensors[0]
+    if not isinstance(first, torch.Tensor) or first.dim() != 2:
+        return None
+    rows, length = first.shape
+    if rows not in (3, 4) or length <= rows:
+        return None
+    if any(not isinstance(t, torch.Tensor) or t.shape != first.shape for t in tensors):
+        return None
+    return 2
+
+
+def patch_as_nested_tensor_mrope() -> None:
+    """Build jagged tensors of M-RoPE position ids with the sequence dimension ragged."""
+    if not _once("as_nested_tensor"):
+        return
+    original = torch.nested.as_nested_tensor
+    if getattr(original, "__care_verl_patched__", False):
+        return
+
+    @functools.wraps(original)
+    def as_nested_tensor(ts, dtype=None, device=None, layout=None):
+        if layout is torch.jagged and mrope_ragged_idx(ts) == 2:
+            values = torch.cat(list(ts), dim=1)
+            if dtype is not None or device is not None:
+                values = values.to(dtype=dtype, device=device)
+            lengths = torch.tensor([t.shape[1] for t in ts], device=values.device)
+            offsets = torch.cat([lengths.new_zeros(1), lengths.cumsum(0)])
+            return torch.nested.nested_tensor_from_jagged(values, offsets, jagged_dim=2)
+        return original(ts, dtype=dtype, device=device, layout=layout)
+
+    as_nested_tensor.__care_verl_patched__ = True
+    torch.nested.as_nested_tensor = as_nested_tensor
+
+
+def apply_all() -> None:
+    """Apply every patch (idempotent). CPU-only patches check for an accelerator themselves."""
+    patch_init_process_group()
+    patch_as_nested_tensor_mrope()
+    register_cpu_engines()
+    patch_fsdp2_offload_no_pin()

@@ -1,0 +1,47 @@
+"""Registrations loaded by verl's ``verl.plugins`` entry point in every process.
+
+verl imports this module whenever ``verl`` itself is imported (``verl/__init__.py:55-76``), in
+the driver, the TaskRunner and every Ray worker, so registries filled here exist everywhere.
+verl swallows plugin import errors at debug level, so :func:`check_registered` lets the entry
+point fail loudly instead. Everything here is idempotent: verl re-imports reward files and a
+process may import verl more than once.
+"""
+
+from __future__ import annotations
+
+HF_ROLLOUT_ADAPTER = "care_verl.adapter.hf_rollout.HFServerAdapter"
+
+
+def _load_hf_replica():
+    from care_verl.adapter.hf_rollout import HFReplica
+
+    return HFReplica
+
+
+def register_all() -> None:
+    """Register the cpu platform, the ``hf`` rollout backend and apply the verl patches."""
+    from verl.plugin.platform.platform_manager import PlatformRegistry
+    from verl.workers.rollout import base as rollout_base
+    from verl.workers.rollout.replica import RolloutReplicaRegistry
+
+    from care_verl.adapter import patches
+    from care_verl.adapter.platform_cpu import PlatformCPU
+
+    if PlatformRegistry.get("cpu") is not PlatformCPU:
+        PlatformRegistry.register("cpu")(PlatformCPU)
+    rollout_base._ROLLOUT_REGISTRY[("hf", "async")] = HF_ROLLOUT_ADAPTER
+    RolloutReplicaRegistry.register("hf", _load_hf_replica)
+    patches.apply_all()
+
+
+def check_registered() -> None:
+    """Raise if the plugin did not load (verl hides plugin import errors)."""
+    from verl.plugin.platform.platform_manager import PlatformRegistry
+    from verl.workers.rollout import base as rollout_base
+
+    if PlatformRegistry.get("cpu") is None or ("hf", "async") not in rollout_base._ROLLOUT_REGISTRY:
+        # Register now to surface the real error instead of verl's silent debug log.
+        register_all()
+
+
+register_all()

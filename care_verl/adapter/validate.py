@@ -1,0 +1,120 @@
+"""Start-up checks: a bad value fails here, naming its key or file, before Ray starts.
+
+verl's own checks (``verl.utils.config.validate_config``) run afterwards; their assertion
+messages are passed through as :class:`ConfigError` too, so a user never has to read a stack
+trace from inside a Ray worker to learn that a batch size was negative.
+"""
+
+from __future__ import annotations
+
+import os
+
+from omegaconf import DictConfig, ListConfig
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names the key (or file) and the value."""
+
+
+def _get(config: DictConfig, dotted: str):
+    node = config
+    for part in dotted.split("."):
+        if node is None or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+POSITIVE_INT_KEYS = (
+    "data.train_batch_size",
+    "data.max_prompt_length",
+    "data.max_response_length",
+    "actor_rollout_ref.actor.ppo_mini_batch_size",
+    "actor_rollout_ref.rollout.n",
+    "trainer.n_gpus_per_node",
+    "trainer.nnodes",
+)
+OPTIONAL_POSITIVE_INT_KEYS = (
+    "data.val_batch_size",
+    "trainer.total_training_steps",
+    "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu",
+    "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu",
+    "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu",
+)
+
+
+def _check_positive_int(config: DictConfig, key: str, optional: bool) -> None:
+    value = _get(config, key)
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{key} must be a positive integer, got {value!r}")
+
+
+def _is_remote(path: str) -> bool:
+    return "://" in path and not path.startswith("file://")
+
+
+def _check_files(config: DictConfig, key: str, required: bool) -> None:
+    value = _get(config, key)
+    if value is None:
+        if required:
+            raise ConfigError(f"{key} is not set")
+        return
+    paths = list(value) if isinstance(value, (list, ListConfig)) else [value]
+    if required and not paths:
+        raise ConfigError(f"{key} is empty")
+    for path in paths:
+        path = str(path)
+        if _is_remote(path):
+            continue  # hdfs:// and similar are copied by verl's own loader
+        local = path[len("file://") :] if path.startswith("file://") else path
+        if not os.path.exists(local):
+            raise ConfigError(f"{key}: data file not found: {local}")
+
+
+def _check_model_path(config: DictConfig) -> None:
+    """A local directory must exist; ``org/name`` (one slash, no path prefix) is taken as a hub id."""
+    path = str(_get(config, "actor_rollout_ref.model.path"))
+    if os.path.exists(os.path.expanduser(path)) or _is_remote(path):
+        return
+    is_hub_id = not path.startswith(("/", ".", "~")) and path.count("/") == 1
+    if not is_hub_id:
+        raise ConfigError(f"actor_rollout_ref.model.path: model directory not found: {path}")
+
+
+def _check_reward_fn(config: DictConfig) -> None:
+    path = _get(config, "reward.custom_reward_function.path")
+    if path and not str(path).startswith("pkg://"):
+        local = str(path)[len("file://") :] if str(path).startswith("file://") else str(path)
+        if not os.path.exists(local):
+            raise ConfigError(f"reward.custom_reward_function.path: file not found: {local}")
+
+
+def validate_startup(config: DictConfig) -> None:
+    """Check the values verl would only trip over inside a worker. Raises :class:`ConfigError`."""
+    for key in POSITIVE_INT_KEYS:
+        _check_positive_int(config, key, optional=False)
+    for key in OPTIONAL_POSITIVE_INT_KEYS:
+        _check_positive_int(config, key, optional=True)
+    mini = _get(config, "actor_rollout_ref.actor.ppo_mini_batch_size")
+    if mini > config.data.train_batch_size:
+        raise ConfigError(
+            f"actor_rollout_ref.actor.ppo_mini_batch_size ({mini}) must be <= data.train_batch_size "
+            f"({config.data.train_batch_size})"
+        )
+    _check_files(config, "data.train_files", required=True)
+    _check_files(config, "data.val_files", required=False)
+    _check_model_path(config)
+    _check_reward_fn(config)
+
+
+def validate_with_verl(config: DictConfig) -> None:
+    """Run verl's own config validation, turning its assertion errors into :class:`ConfigError`."""
+    from verl.trainer.ppo.utils import need_critic, need_reference_policy
+    from verl.utils.config import validate_config
+
+    try:
+        validate_config(config=config, use_reference_policy=need_reference_policy(config), use_critic=need_critic(config))
+    except (AssertionError, ValueError) as exc:
+        raise ConfigError(f"verl rejected the configuration: {exc}") from None
