@@ -145,6 +145,7 @@ class HFServer:
         self.queue: list[_Request] = []
         self.wakeup: Optional[asyncio.Event] = None
         self.model_lock: Optional[asyncio.Lock] = None
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
         self.batches_run = 0
 
     @staticmethod
@@ -221,10 +222,14 @@ class HFServer:
 
     # ---- generation ----
     def _ensure_loop_state(self):
-        if self.wakeup is None:
+        # The batching task, event and lock belong to one event loop (the Ray actor's); rebuild
+        # them if the server is driven from another loop (as tests do with asyncio.run).
+        loop = asyncio.get_running_loop()
+        if self.wakeup is None or self._loop is not loop:
+            self._loop = loop
             self.wakeup = asyncio.Event()
             self.model_lock = asyncio.Lock()
-            asyncio.get_running_loop().create_task(self._batch_loop())
+            self._batch_task = loop.create_task(self._batch_loop())
 
     async def generate(
         self,

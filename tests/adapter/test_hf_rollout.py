@@ -1,0 +1,130 @@
+"""The hf rollout server: batching, EOS handling, images, and log-probs that match the policy."""
+
+import asyncio
+
+import pytest
+import torch
+
+from care_verl.adapter.hf_rollout import (
+    HFServer,
+    SamplingKey,
+    sampled_logprobs,
+    sampling_key,
+    trim_at_eos,
+)
+from care_verl.data.synthetic import generate_item
+
+
+def test_sampling_key_maps_vllm_names_and_caps_length():
+    key = sampling_key({"temperature": 0.7, "top_p": 0.9, "top_k": -1, "max_tokens": 500, "logprobs": True}, 32)
+    assert key == SamplingKey(0.7, 0.9, -1, 32, 1.0, False)
+    assert sampling_key({"max_new_tokens": 5}, 32).max_new_tokens == 5
+    assert sampling_key({}, 16).max_new_tokens == 16
+
+
+def test_trim_at_eos_keeps_the_eos_token():
+    assert trim_at_eos([5, 6, 2, 7, 2], {2}) == ([5, 6, 2], True)
+    assert trim_at_eos([5, 6], {2}) == ([5, 6], False)
+
+
+def test_sampled_logprobs_matches_manual_softmax():
+    logits = torch.randn(2, 3, 11)
+    tokens = torch.randint(0, 11, (2, 3))
+    got = sampled_logprobs(logits, tokens, temperature=0.5)
+    manual = torch.log_softmax(logits / 0.5, -1).gather(-1, tokens[..., None])[..., 0]
+    assert torch.allclose(got, manual)
+    greedy = sampled_logprobs(logits, tokens, temperature=0.0)  # greedy scores use T = 1
+    assert torch.allclose(greedy, torch.log_softmax(logits, -1).gather(-1, tokens[..., None])[..., 0])
+
+
+@pytest.fixture(scope="module")
+def server(tiny_vl_path):
+    return HFServer(tiny_vl_path, {"response_length": 12, "prompt_length": 96, "max_num_seqs": 64, "seed": 3})
+
+
+def _prompt(server, question: str, image):
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
+    text = server.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    return server.processor(text=[text], images=[image], return_tensors="pt")["input_ids"][0].tolist()
+
+
+def _teacher_forced_logprobs(server, prompt_ids, response_ids, image, temperature):
+    proc = server.processor
+    vision = proc.image_processor(images=[image], return_tensors="pt")
+    ids = torch.tensor([prompt_ids + response_ids])
+    with torch.no_grad():
+        out = server.model(
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            pixel_values=vision["pixel_values"],
+            image_grid_thw=vision["image_grid_thw"],
+            mm_token_type_ids=(ids == server.image_token_id).long(),
+        )
+    logits = out.logits[0, len(prompt_ids) - 1 : -1]
+    return sampled_logprobs(logits[None], torch.tensor([response_ids]), temperature)[0]
+
+
+def test_concurrent_requests_batch_and_logprobs_match_a_teacher_forced_forward(server):
+    items = [generate_item("bars", 1, 0, "train", i) for i in range(3)]
+    questions = ["What is the height of the tallest bar?", "Height?", "Which bar is the tallest one here?"]
+    prompts = [_prompt(server, q, it.image) for q, it in zip(questions, items)]
+    assert len({len(p) for p in prompts}) > 1  # different lengths: left padding is exercised
+    params = {"temperature": 1.0, "top_p": 1.0, "top_k": -1, "logprobs": True}
+
+    async def go():
+        before = server.batches_run
+        outs = await asyncio.gather(
+            *[server.generate(f"r{i}", p, dict(params), image_data=[it.image]) for i, (p, it) in enumerate(zip(prompts, items))]
+        )
+        return outs, server.batches_run - before
+
+    outs, batches = asyncio.run(go())
+    assert batches == 1  # three concurrent requests with equal params decode together
+    vocab = server.tokenizer.get_vocab()
+    for out, prompt, item in zip(outs, prompts, items):
+        assert 1 <= len(out.token_ids) <= 12
+        assert len(out.log_probs) == len(out.token_ids)
+        assert not set(out.token_ids) & set(server.suppress_ids)
+        assert vocab["<|image_pad|>"] not in out.token_ids
+        if len(out.token_ids) < 12:
+            assert out.token_ids[-1] in server.eos_ids
+        expected = _teacher_forced_logprobs(server, prompt, out.token_ids, item.image, 1.0)
+        assert torch.allclose(torch.tensor(out.log_probs), expected, atol=2e-4), (out.log_probs, expected)
+
+
+def test_greedy_generation_is_deterministic(server):
+    item = generate_item("bars", 1, 0, "test", 0)
+    prompt = _prompt(server, "What is the height of the tallest bar?", item.image)
+    greedy = {"temperature": 0.0, "top_p": 1.0, "top_k": -1}
+    first = asyncio.run(server.generate("a", prompt, dict(greedy), image_data=[item.image]))
+    second = asyncio.run(server.generate("b", prompt, dict(greedy), image_data=[item.image]))
+    assert first.token_ids == second.token_ids
+
+
+def test_update_weights_changes_the_policy_and_rejects_wrong_names(server):
+    item = generate_item("bars", 1, 0, "test", 1)
+    prompt = _prompt(server, "What is the height of the tallest bar?", item.image)
+    greedy = {"temperature": 0.0}
+    before = asyncio.run(server.generate("a", prompt, dict(greedy), image_data=[item.image]))
+    state = {k: v.clone() for k, v in server.model.state_dict().items()}
+    try:
+        head = "model.language_model.layers.0.mlp.down_proj.weight"  # not tied to another name
+        perturbed = dict(state)
+        perturbed[head] = state[head] + 0.5 * torch.randn_like(state[head])
+        asyncio.run(server.update_weights(perturbed, global_steps=7))
+        after = asyncio.run(server.generate("b", prompt, dict(greedy), image_data=[item.image]))
+        assert after.extra_fields["global_steps"] == 7
+        assert after.log_probs != before.log_probs
+        with pytest.raises(RuntimeError, match="names do not match"):
+            asyncio.run(server.update_weights({"not.a.weight": torch.zeros(1)}))
+    finally:
+        server.model.load_state_dict(state)
+
+
+def test_image_token_mismatch_is_reported(server):
+    item = generate_item("bars", 1, 0, "test", 2)
+    prompt = _prompt(server, "Height?", item.image)
+    pad = server.image_token_id
+    broken = [t for t in prompt if t != pad][:5] + [pad] + [t for t in prompt if t != pad][5:]
+    with pytest.raises(ValueError, match="image tokens"):
+        asyncio.run(server.generate("c", broken, {"temperature": 1.0}, image_data=[item.image]))

@@ -1,0 +1,119 @@
+"""The narrow verl/torch fixes in care_verl.adapter.patches, each against the failure it fixes."""
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+import care_verl.adapter.register  # noqa: F401  (applies the patches, as the verl plugin does)
+from care_verl.adapter.patches import mrope_ragged_idx, normalize_backend
+
+NO_GPU = not torch.cuda.is_available()
+
+
+@pytest.mark.parametrize(
+    "given, expected",
+    [
+        ("cpu:gloo,cpu:gloo", "gloo"),
+        ("cpu:gloo,cuda:nccl", "cpu:gloo,cuda:nccl"),
+        ("nccl", "nccl"),
+        ("gloo", "gloo"),
+        (None, None),
+    ],
+)
+def test_normalize_backend(given, expected):
+    assert normalize_backend(given) == expected
+
+
+def _run(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=120)
+
+
+def test_init_process_group_accepts_verls_cpu_backend_string(tmp_path):
+    """verl/utils/distributed.py:89 passes 'cpu:gloo,cpu:gloo' on the cpu platform."""
+    proc = _run(f"""
+        import torch.distributed as dist
+        import verl  # loads the care_verl plugin, which wraps init_process_group
+        dist.init_process_group(backend="cpu:gloo,cpu:gloo", init_method="file://{tmp_path}/pg", rank=0, world_size=1)
+        print("backend", dist.get_backend())
+    """)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "backend gloo" in proc.stdout
+
+
+def _mrope_list(n=3, length=7):
+    return [torch.arange(4 * length).view(4, length) + 100 * i for i in range(n)]
+
+
+def test_mrope_ragged_idx_only_for_equal_shape_position_ids():
+    assert mrope_ragged_idx(_mrope_list()) == 2
+    assert mrope_ragged_idx([torch.zeros(3, 9), torch.zeros(3, 9)]) == 2
+    assert mrope_ragged_idx([torch.zeros(4, 7), torch.zeros(4, 8)]) is None  # torch infers this right
+    assert mrope_ragged_idx([torch.zeros(7), torch.zeros(7)]) is None
+    assert mrope_ragged_idx([torch.zeros(9, 4), torch.zeros(9, 4)]) is None
+    assert mrope_ragged_idx([torch.zeros(4, 3), torch.zeros(4, 3)]) is None
+
+
+def test_unpatched_torch_still_has_the_bug():
+    """If this starts failing, torch infers the ragged dim correctly and the patch can go."""
+    original = torch.nested.as_nested_tensor.__wrapped__
+    nt = original(_mrope_list(), layout=torch.jagged)
+    assert nt._ragged_idx == 1
+
+
+def test_patched_nested_mrope_positions_survive_verl_index_select():
+    """The failure: verl/utils/tensordict_utils.py index_select on (B, 4, j) M-RoPE positions."""
+    from tensordict import TensorDict
+
+    from verl.utils.tensordict_utils import index_select_tensor_dict
+
+    rows = _mrope_list(n=4)
+    nt = torch.nested.as_nested_tensor(rows, layout=torch.jagged)
+    assert nt._ragged_idx == 2 and nt.shape[1] == 4
+    td = TensorDict({"position_ids": nt, "x": torch.arange(4)}, batch_size=[4])
+    picked = index_select_tensor_dict(td, torch.tensor([2, 0]))
+    got = picked["position_ids"].unbind()
+    assert torch.equal(got[0], rows[2]) and torch.equal(got[1], rows[0])
+
+
+@pytest.mark.skipif(not NO_GPU, reason="the no-pin patch applies only without an accelerator")
+def test_fsdp2_offload_policy_without_pinning(tmp_path):
+    """verl/workers/engine/fsdp/transformer_impl.py:462 pins memory for the reference model."""
+    script = f"""
+        import sys, torch, torch.distributed as dist
+        from torch.distributed.fsdp import fully_shard
+        dist.init_process_group("gloo", init_method="file://{tmp_path}/pg", rank=0, world_size=1)
+        import verl
+        from verl.workers.engine.fsdp import transformer_impl
+        policy = transformer_impl.CPUOffloadPolicy(pin_memory=True)
+        assert policy.pin_memory is False
+        m = torch.nn.Linear(4, 4)
+        fully_shard(m, offload_policy=policy)
+        print("ok", tuple(m(torch.ones(2, 4)).shape))
+    """
+    proc = _run(script)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "ok (2, 4)" in proc.stdout
+
+
+@pytest.mark.skipif(not NO_GPU, reason="engine selection is device-specific")
+def test_fsdp_engine_selectable_on_cpu():
+    from verl.workers.engine.base import EngineRegistry
+    from verl.workers.engine.fsdp.transformer_impl import FSDPEngineWithLMHead
+
+    assert EngineRegistry.get_engine_cls("language_model", "fsdp2") is FSDPEngineWithLMHead
+
+
+def test_registration_is_idempotent():
+    from verl.workers.rollout.base import _ROLLOUT_REGISTRY
+
+    from care_verl.adapter.register import check_registered, register_all
+
+    before = torch.nested.as_nested_tensor
+    register_all()
+    register_all()
+    check_registered()
+    assert torch.nested.as_nested_tensor is before  # not wrapped twice
+    assert _ROLLOUT_REGISTRY[("hf", "async")].endswith("HFServerAdapter")

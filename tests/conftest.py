@@ -1,0 +1,60 @@
+"""Shared fixtures: a hermetic model/data cache, the tiny models, and one shared end-to-end run.
+
+Nothing here reaches a model hub: models are built locally from transformers configs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+# Hermetic cache for tiny models and generated data, shared by subprocesses through the env.
+os.environ.setdefault("CARE_VERL_CACHE", str(REPO / ".pytest_cache" / "care_verl"))
+os.environ.setdefault("WANDB_MODE", "disabled")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+PLUMBING_REWARD = REPO / "tests" / "fixtures" / "digit_share_reward.py"
+
+
+@pytest.fixture(scope="session")
+def tiny_vl_path() -> str:
+    from care_verl.models import build_tiny_model
+
+    return build_tiny_model("qwen2_5_vl", size="small", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_text_path() -> str:
+    from care_verl.models import build_tiny_model
+
+    return build_tiny_model("qwen2", size="small", seed=0)
+
+
+def run_main(args: list[str], run_dir: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run ``python -m care_verl.main`` in a subprocess, as a user would."""
+    cmd = [sys.executable, "-m", "care_verl.main", *args, f"run.dir={run_dir}"]
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=dict(os.environ))
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    """The per-step metrics verl's file logger wrote: ``[{"step": n, "data": {...}}, ...]``."""
+    path = Path(run_dir) / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="session")
+def tiny_cpu_run(tmp_path_factory):
+    """One 2-step run of the ``tiny_cpu`` GRPO recipe, shared by every test that reads its outputs.
+
+    The plumbing reward (tests/fixtures) gives mixed rewards on a random model, so gradients flow.
+    """
+    run_dir = tmp_path_factory.mktemp("tiny_cpu_run")
+    proc = run_main(["+recipe=tiny_cpu", f"reward.custom_reward_function.path={PLUMBING_REWARD}"], run_dir)
+    (run_dir / "stdout.log").write_text(proc.stdout + "\n" + proc.stderr)
+    return proc, run_dir
