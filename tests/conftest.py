@@ -49,6 +49,12 @@ def read_metrics(run_dir: Path) -> list[dict]:
 
 
 @pytest.fixture(scope="session")
+def metrics_of():
+    """``metrics_of(run_dir)`` -> the run's per-step metrics (see :func:`read_metrics`)."""
+    return read_metrics
+
+
+@pytest.fixture(scope="session")
 def tiny_cpu_run(tmp_path_factory):
     """One 2-step run of the ``tiny_cpu`` GRPO recipe, shared by every test that reads its outputs.
 

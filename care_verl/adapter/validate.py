@@ -114,7 +114,9 @@ def validate_with_verl(config: DictConfig) -> None:
     from verl.trainer.ppo.utils import need_critic, need_reference_policy
     from verl.utils.config import validate_config
 
+    from omegaconf.errors import OmegaConfBaseException
+
     try:
         validate_config(config=config, use_reference_policy=need_reference_policy(config), use_critic=need_critic(config))
-    except (AssertionError, ValueError) as exc:
+    except (AssertionError, ValueError, OmegaConfBaseException) as exc:
         raise ConfigError(f"verl rejected the configuration: {exc}") from None

@@ -1,0 +1,91 @@
+"""Config composition and start-up validation: bad input fails before Ray, naming the key or file."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from care_verl.adapter.main import build_config, main
+from care_verl.adapter.prepare import parse_synthetic
+from care_verl.adapter.validate import ConfigError
+
+REPO_ARGS = ["+recipe=tiny_cpu"]
+
+
+@pytest.fixture(scope="module")
+def tiny_config():
+    return build_config(REPO_ARGS)
+
+
+def test_recipe_composes_on_verls_config(tiny_config):
+    c = tiny_config
+    assert c.algorithm.adv_estimator == "grpo"
+    assert c.data.train_batch_size == 4
+    assert c.data.train_files.endswith(".parquet")  # synthetic:// resolved to a generated file
+    assert c.actor_rollout_ref.model.path.endswith("qwen2_5_vl-small-s0-v1")
+    assert c.reward.custom_reward_function.path == "pkg://care_verl.reward"
+    assert c.trainer.default_local_dir == f"{c.run.dir}/checkpoints"
+    # a key only verl's own config defines is still there
+    assert "clip_ratio" in c.actor_rollout_ref.actor
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the cpu runtime is chosen only without an accelerator")
+def test_cpu_runtime_is_selected_automatically(tiny_config):
+    c = tiny_config
+    assert c.actor_rollout_ref.rollout.name == "hf"
+    assert c.actor_rollout_ref.actor.strategy == "fsdp2"
+    assert c.trainer.device == "cpu"
+    assert c.ray_kwargs.ray_init.num_gpus == c.trainer.n_gpus_per_node
+
+
+def test_command_line_beats_recipe_beats_runtime():
+    c = build_config([*REPO_ARGS, "data.train_batch_size=8", "actor_rollout_ref.rollout.agent.num_workers=2"])
+    assert c.data.train_batch_size == 8
+    assert c.actor_rollout_ref.rollout.agent.num_workers == 2
+    assert build_config([*REPO_ARGS, "runtime=gpu"]).actor_rollout_ref.rollout.name != "hf"
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("data.train_batch_size=-4", "data.train_batch_size must be a positive integer, got -4"),
+        ("actor_rollout_ref.rollout.n=0", "actor_rollout_ref.rollout.n must be a positive integer"),
+        ("actor_rollout_ref.actor.ppo_mini_batch_size=64", "ppo_mini_batch_size (64) must be <= data.train_batch_size"),
+        ("data.train_files=/no/such/train.parquet", "data.train_files: data file not found: /no/such/train.parquet"),
+        ("data.val_files=[/no/such/val.parquet]", "data.val_files: data file not found: /no/such/val.parquet"),
+        ("actor_rollout_ref.model.path=/no/such/model", "model directory not found: /no/such/model"),
+        ("reward.custom_reward_function.path=/no/reward.py", "reward.custom_reward_function.path: file not found"),
+        ("data.train_files='synthetic://bars?n=0'", "n must be >= 1"),
+        ("data.train_files='synthetic://bars?colour=red'", "unknown parameter"),
+        ("+recipe=no_such_recipe", "no_such_recipe"),
+        ("data.no_such_key=1", "no_such_key"),
+    ],
+)
+def test_bad_input_is_a_config_error_naming_the_key(override, message):
+    args = [a for a in REPO_ARGS if not override.startswith("+recipe")] + [override]
+    with pytest.raises(ConfigError) as info:
+        build_config(args)
+    assert message in str(info.value)
+
+
+def test_main_exits_2_with_one_line_message(capsys):
+    assert main([*REPO_ARGS, "data.train_batch_size=-4"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("care_verl: configuration error: data.train_batch_size must be a positive integer")
+    assert "Traceback" not in err
+
+
+def test_cli_fails_fast_without_starting_ray():
+    proc = subprocess.run(
+        [sys.executable, "-m", "care_verl.main", *REPO_ARGS, "data.train_files=/missing.parquet"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "data.train_files: data file not found: /missing.parquet" in proc.stderr
+    assert "Traceback" not in proc.stderr and "ray" not in proc.stdout.lower()
+
+
+def test_parse_synthetic():
+    spec = parse_synthetic("synthetic://bars+count?difficulty=2&n=10&split=test&seed=3")
+    assert spec == {"tasks": ("bars", "count"), "difficulty": 2, "n": 10, "split": "test", "seed": 3}
