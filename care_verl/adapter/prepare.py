@@ -93,6 +93,12 @@ def prepare_config(config: DictConfig) -> DictConfig:
         data_cache = cache_root() / "data"
         for key in ("train_files", "val_files"):
             config.data[key] = _resolve_files(config.data.get(key), data_cache)
+        if config.algorithm.adv_estimator == "care":
+            from care_verl.adapter.trainer_mode import CARE_TRAINER_MODE
+
+            # CARE's steps live in care_verl's v1 trainer; the estimator name selects it.
+            if config.trainer.v1.trainer_mode == "sync":
+                config.trainer.v1.trainer_mode = CARE_TRAINER_MODE
         if "run" in config and config.run.get("dir"):
             config.run.dir = str(Path(config.run.dir).expanduser().resolve())
     return config

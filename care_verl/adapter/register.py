@@ -32,6 +32,26 @@ def register_all() -> None:
     rollout_base._ROLLOUT_REGISTRY[("hf", "async")] = HF_ROLLOUT_ADAPTER
     RolloutReplicaRegistry.register("hf", _load_hf_replica)
     patches.apply_all()
+    from care_verl.adapter.embeddings import register_embedding_engines
+
+    register_embedding_engines()
+    _register_care_estimator()
+    import care_verl.adapter.trainer  # noqa: F401  (registers trainer.v1.trainer_mode=care_sync)
+
+
+def _care_estimator_outside_care_trainer(*args, **kwargs):
+    raise RuntimeError(
+        "algorithm.adv_estimator=care needs reasoning embeddings and the verifier's accuracy, which only "
+        "care_verl's trainer provides: launch with `python -m care_verl.main` (it selects "
+        "trainer.v1.trainer_mode=care_sync)"
+    )
+
+
+def _register_care_estimator() -> None:
+    """Make ``care`` a known estimator name in verl's registry (idempotent)."""
+    from verl.trainer.ppo.core_algos import ADV_ESTIMATOR_REGISTRY
+
+    ADV_ESTIMATOR_REGISTRY.setdefault("care", _care_estimator_outside_care_trainer)
 
 
 def check_registered() -> None:

@@ -107,6 +107,29 @@ def validate_startup(config: DictConfig) -> None:
     _check_files(config, "data.val_files", required=False)
     _check_model_path(config)
     _check_reward_fn(config)
+    if config.algorithm.adv_estimator == "care":
+        _check_care(config)
+
+
+def _check_care(config: DictConfig) -> None:
+    from care_verl.adapter.care_settings import care_settings_from_config
+    from care_verl.adapter.trainer_mode import CARE_TRAINER_MODE
+
+    try:
+        care_settings_from_config(config)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(str(exc)) from None
+    if not config.trainer.use_v1:
+        raise ConfigError("algorithm.adv_estimator=care runs on verl's v1 trainer; set trainer.use_v1=true")
+    if config.trainer.v1.trainer_mode != CARE_TRAINER_MODE:
+        raise ConfigError(
+            f"algorithm.adv_estimator=care needs trainer.v1.trainer_mode={CARE_TRAINER_MODE}, "
+            f"got {config.trainer.v1.trainer_mode}"
+        )
+    if config.actor_rollout_ref.rollout.n < 2:
+        raise ConfigError("actor_rollout_ref.rollout.n must be >= 2 for CARE (groups of rollouts)")
+    if config.actor_rollout_ref.model.get("use_fused_kernels", False):
+        raise ConfigError("actor_rollout_ref.model.use_fused_kernels=true hides the hidden states CARE pools; set it false")
 
 
 def validate_with_verl(config: DictConfig) -> None:

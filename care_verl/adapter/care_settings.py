@@ -1,0 +1,119 @@
+"""The ``care.*`` config section: typed, validated, with the paper's defaults.
+
+``care.*`` holds the advantage knobs of :class:`care_verl.core.CareConfig` plus what the trainer
+needs around them: the response tags, region weighting, reflection-guided resampling (RGR) and
+logging. :func:`care_settings_from_config` turns the Hydra node into these dataclasses and
+raises ``ValueError("care.<field> ...")`` for anything out of range.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from care_verl.core import REGION_MODES, CareConfig
+
+RGR_MODES = ("repair", "promptless", "random", "off")
+DEFAULT_CUE = (
+    "\nYour previous reasoning had an error. Find the mistake, correct it, and re-derive. Keep it concise.\n"
+)
+
+
+def _help(text: str) -> dict[str, str]:
+    return {"help": text}
+
+
+@dataclass(frozen=True)
+class TagSettings:
+    """How responses mark their reasoning and answer (token-id matching in core.spans)."""
+
+    think_open: str = field(default="<think>", metadata=_help("Opening tag of the reasoning span."))
+    think_close: str = field(default="</think>", metadata=_help("Closing tag of the reasoning span."))
+    answer_open: str = field(default="<answer>", metadata=_help("Opening tag of the answer span."))
+    answer_close: str = field(default="</answer>", metadata=_help("Closing tag of the answer span."))
+    boxed: bool = field(default=True, metadata=_help("Use \\boxed{...} as the answer span when no answer tag."))
+
+
+@dataclass(frozen=True)
+class RegionSettings:
+    """Region-weighted token objective: where each row's advantage lands."""
+
+    mode: str = field(default="region", metadata=_help("region (paper) | answer_only | uniform (GRPO-like)."))
+    tau_pos: float = field(default=0.005, metadata=_help("Weight of think tokens of rows with A > 0 (paper 0.005)."))
+    eps_w: float = field(default=1e-6, metadata=_help("Added to each row's weight sum."))
+
+
+@dataclass(frozen=True)
+class RgrSettings:
+    """Reflection-Guided Resampling: re-decode one hard negative per eligible group."""
+
+    mode: str = field(
+        default="repair",
+        metadata=_help("repair (paper: cue inserted) | promptless (same prefix, no cue) | random (a random "
+                       "failure, no cue) | off."),
+    )
+    cue: str = field(default=DEFAULT_CUE, metadata=_help("Repair cue inserted after the failed reasoning."))
+    temperature: float | None = field(default=None, metadata=_help("Sampling temperature (None: the rollout's)."))
+    top_p: float | None = field(default=None, metadata=_help("Top-p (None: the rollout's)."))
+    max_tokens: int | None = field(default=None, metadata=_help("Continuation budget (None: response length left)."))
+
+
+@dataclass(frozen=True)
+class CareSettings:
+    """Everything under ``care.*``."""
+
+    advantage: CareConfig = field(default_factory=CareConfig)
+    tags: TagSettings = field(default_factory=TagSettings)
+    region: RegionSettings = field(default_factory=RegionSettings)
+    rgr: RgrSettings = field(default_factory=RgrSettings)
+    events_jsonl: str | None = field(default=None, metadata=_help("Write per-group events here (JSONL)."))
+
+
+ADVANTAGE_FIELDS = tuple(f.name for f in dataclasses.fields(CareConfig))
+
+
+def _build(cls, values: dict, prefix: str):
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"{prefix}.{unknown[0]} is not a known option; known: {sorted(known)}")
+    return cls(**values)
+
+
+def care_settings_from_dict(raw: dict[str, Any] | None) -> CareSettings:
+    """Build and validate :class:`CareSettings` from a plain dict (the resolved ``care`` node)."""
+    raw = dict(raw or {})
+    sections = {name: dict(raw.pop(name, None) or {}) for name in ("tags", "region", "rgr")}
+    events = raw.pop("events_jsonl", None)
+    advantage = _build(CareConfig, raw, "care")
+    tags = _build(TagSettings, sections["tags"], "care.tags")
+    region = _build(RegionSettings, sections["region"], "care.region")
+    rgr = _build(RgrSettings, sections["rgr"], "care.rgr")
+    if region.mode not in REGION_MODES:
+        raise ValueError(f"care.region.mode must be one of {REGION_MODES}, got {region.mode!r}")
+    if not 0.0 <= region.tau_pos <= 1.0:
+        raise ValueError(f"care.region.tau_pos must be in [0, 1], got {region.tau_pos!r}")
+    if region.eps_w <= 0:
+        raise ValueError(f"care.region.eps_w must be > 0, got {region.eps_w!r}")
+    if rgr.mode not in RGR_MODES:
+        raise ValueError(f"care.rgr.mode must be one of {RGR_MODES}, got {rgr.mode!r}")
+    if rgr.temperature is not None and rgr.temperature < 0:
+        raise ValueError(f"care.rgr.temperature must be >= 0, got {rgr.temperature!r}")
+    if rgr.top_p is not None and not 0 < rgr.top_p <= 1:
+        raise ValueError(f"care.rgr.top_p must be in (0, 1], got {rgr.top_p!r}")
+    if rgr.max_tokens is not None and rgr.max_tokens < 1:
+        raise ValueError(f"care.rgr.max_tokens must be >= 1, got {rgr.max_tokens!r}")
+    for name in ("think_open", "think_close", "answer_open", "answer_close"):
+        if not getattr(tags, name):
+            raise ValueError(f"care.tags.{name} must be a non-empty string")
+    return CareSettings(advantage, tags, region, rgr, events)
+
+
+def care_settings_from_config(config) -> CareSettings:
+    """:func:`care_settings_from_dict` on an OmegaConf config's ``care`` node."""
+    from omegaconf import OmegaConf
+
+    node = config.get("care") if hasattr(config, "get") else None
+    raw = OmegaConf.to_container(node, resolve=True) if node is not None else {}
+    return care_settings_from_dict(raw)

@@ -1,0 +1,273 @@
+"""The CARE trainer: verl 0.9.1's v1 synchronous trainer with CARE's steps in place.
+
+Registered as ``trainer.v1.trainer_mode=care_sync`` (selected automatically by
+``algorithm.adv_estimator=care``). What it overrides, and why (see docs/care_trainer.md):
+
+- ``_compute_old_log_prob``: before verl's call, writes each row's pooling weights (its think
+  span, or the whole response when there is none) next to the batch in TransferQueue and flags
+  the batch, so the actor's old-log-prob forward also returns reasoning embeddings
+  (:mod:`care_verl.adapter.embeddings`). No extra forward pass.
+- ``_compute_advantage``: CARE subgroups and advantages from :mod:`care_verl.core` (correctness
+  from the verifier's ``acc``), RGR (:mod:`care_verl.adapter.rgr`), region-weighted token
+  advantages, and CARE metrics. Everything else (rollout, reward, ref, update, weight sync,
+  validation, checkpoints) is verl's own code.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from typing import Any
+
+import numpy as np
+import torch
+import transfer_queue as tq
+from tensordict import TensorDict
+
+from verl.trainer.ppo.v1.trainer_base import register_trainer
+from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
+from verl.workers.utils.padding import response_to_nested
+
+from care_verl.adapter.care_settings import care_settings_from_config
+from care_verl.adapter.embeddings import EMBED_FLAG, EMBED_KEY, POOL_FIELD
+from care_verl.core import (
+    SpanTags,
+    care_advantages,
+    care_diagnostics,
+    extract_spans,
+    region_token_advantages,
+    tag_tokens,
+)
+
+from care_verl.adapter.trainer_mode import CARE_TRAINER_MODE as TRAINER_MODE
+
+
+def build_span_tags(tokenizer, tags) -> SpanTags:
+    """Token-id variants of the configured tags for this tokenizer (see core.spans)."""
+    from care_verl.core import boxed_tokens
+
+    def encode(text: str):
+        return tokenizer.encode(text, add_special_tokens=False)
+
+    boxed = None
+    if tags.boxed:
+        boxed = boxed_tokens(encode, lambda i: tokenizer.decode([i]), len(tokenizer))
+    return SpanTags(
+        think=tag_tokens(encode, tags.think_open, tags.think_close),
+        answer=tag_tokens(encode, tags.answer_open, tags.answer_close),
+        boxed=boxed,
+    )
+
+
+def padded(nested: torch.Tensor, pad: float = 0) -> torch.Tensor:
+    """A jagged nested tensor (or a plain tensor) as a right-padded dense tensor."""
+    if getattr(nested, "is_nested", False):
+        return torch.nested.to_padded_tensor(nested, pad)
+    return nested
+
+
+def as_list(value) -> list:
+    """A TensorDict non-tensor entry (NonTensorStack or the list-like it unwraps to) as a list."""
+    return value.tolist() if hasattr(value, "tolist") else list(value)
+
+
+def group_index(uids) -> torch.Tensor:
+    """Integer group ids from verl's per-row uid strings."""
+    _, inverse = np.unique(np.asarray([str(u) for u in uids], dtype=object), return_inverse=True)
+    return torch.as_tensor(inverse, dtype=torch.long)
+
+
+def verifier_accuracy(extra_fields) -> torch.Tensor:
+    """Per-row ``acc`` from the reward function's extra info (CARE's pass/fail gate)."""
+    acc = []
+    for i, fields in enumerate(extra_fields):
+        info = (fields or {}).get("reward_extra_info", {}) if isinstance(fields, dict) else {}
+        if "acc" not in info:
+            raise KeyError(
+                f"row {i}: the reward function returned no 'acc'; CARE decides correctness from the "
+                "verifier's accuracy (care_verl.reward.compute_score returns it)"
+            )
+        acc.append(float(info["acc"]))
+    return torch.tensor(acc) > 0.5
+
+
+@register_trainer(TRAINER_MODE)
+class CarePPOTrainer(PPOTrainerSync):
+    """verl's synchronous v1 trainer with CARE advantages, embeddings and RGR."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.care = care_settings_from_config(config)
+        self._span_tags = None
+        self._rgr = None
+        self._events_path = self.care.events_jsonl
+
+    # ---- helpers ------------------------------------------------------------------------
+    @property
+    def span_tags(self) -> SpanTags:
+        if self._span_tags is None:
+            self._span_tags = build_span_tags(self.tokenizer, self.care.tags)
+        return self._span_tags
+
+    @property
+    def rgr(self):
+        if self._rgr is None:
+            from care_verl.adapter.rgr import RgrRunner
+
+            self._rgr = RgrRunner(self, self.care.rgr, self.span_tags)
+        return self._rgr
+
+    def _response_spans(self, responses: torch.Tensor, response_mask: torch.Tensor):
+        return extract_spans(responses, response_mask.bool(), self.span_tags)
+
+    # ---- step overrides -----------------------------------------------------------------
+    def _compute_old_log_prob(self, batch, metrics: dict):
+        start = time.perf_counter()
+        data = tq.kv_batch_get(
+            keys=batch.keys, partition_id=batch.partition_id, select_fields=["prompts", "responses", "response_mask"]
+        )
+        responses, mask = padded(data["responses"]), padded(data["response_mask"])
+        spans = self._response_spans(responses, mask)
+        pool = torch.where(spans.think_len[:, None] > 0, spans.think_mask, mask.bool()).float()
+        prompt_lens = data["prompts"].offsets().diff()
+        resp_lens = data["response_mask"].offsets().diff()
+        rows = [
+            torch.cat([torch.zeros(int(p)), pool[i, : int(r)]]) for i, (p, r) in enumerate(zip(prompt_lens, resp_lens))
+        ]
+        tq.kv_batch_put(
+            keys=batch.keys,
+            partition_id=batch.partition_id,
+            fields=TensorDict({POOL_FIELD: torch.nested.as_nested_tensor(rows, layout=torch.jagged)}, batch_size=len(rows)),
+        )
+        metrics["timing_s/care_spans"] = time.perf_counter() - start
+        batch.extra_info[EMBED_FLAG] = True
+        try:
+            return super()._compute_old_log_prob(batch, metrics)
+        finally:
+            batch.extra_info.pop(EMBED_FLAG, None)
+
+    def _advantage_inputs(self, batch) -> dict:
+        """Everything ``care_advantages`` needs, read from TransferQueue for ``batch``'s rows."""
+        fields = ["uid", "responses", "response_mask", "rm_scores", "old_log_probs", EMBED_KEY, "extra_fields"]
+        data = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=fields)
+        mask = padded(data["response_mask"]).float()
+        old_lp = padded(data["old_log_probs"]).float()
+        return {
+            "response_mask_nested": data["response_mask"],
+            "mask": mask,
+            "reward": padded(data["rm_scores"]).sum(-1).float(),
+            "correct": verifier_accuracy(as_list(data["extra_fields"])),
+            "index": group_index(as_list(data["uid"])),
+            "old_lp_mean": (old_lp * mask).sum(-1) / mask.sum(-1).clamp_min(1),
+            "embeddings": padded(data[EMBED_KEY]).float(),
+            "spans": self._response_spans(padded(data["responses"]), mask),
+        }
+
+    def _recompute_batch_multiple(self) -> int:
+        """Rows a log-prob call must be a multiple of: dp size x micro-batch (unless dynamic bsz)."""
+        arr = self.config.actor_rollout_ref
+        dp = max(1, getattr(self.actor_rollout_wg, "world_size", 1))
+        if arr.actor.use_dynamic_bsz:
+            return dp
+        micro = [arr.rollout.log_prob_micro_batch_size_per_gpu or 1]
+        if self.use_reference_policy:
+            micro.append(arr.ref.log_prob_micro_batch_size_per_gpu or 1)
+        return dp * math.lcm(*micro)
+
+    def _recompute_log_probs(self, batch, rows: list[int]) -> None:
+        """Old (and reference) log-probs for the replaced rows.
+
+        Only those rows are sent, repeated up to the size verl's workers accept (a repeat writes
+        identical values); when that is no smaller than the batch, the whole batch is recomputed.
+        """
+        from transfer_queue import KVBatchMeta
+
+        multiple = self._recompute_batch_multiple()
+        rows = rows + [rows[0]] * (-len(rows) % multiple)
+        if len(rows) >= len(batch):
+            rows = list(range(len(batch)))
+        sub = KVBatchMeta(
+            partition_id=batch.partition_id,
+            keys=[batch.keys[i] for i in rows],
+            tags=[batch.tags[i] for i in rows],
+            extra_info=dict(batch.extra_info),
+        )
+        scratch: dict = {}
+        self._compute_old_log_prob(sub, scratch)
+        if self.use_reference_policy:
+            self._compute_ref_log_prob(sub, scratch)
+
+    def _compute_advantage(self, batch, metrics: dict):
+        start = time.perf_counter()
+        x = self._advantage_inputs(batch)
+        index, correct, reward, spans = x["index"], x["correct"], x["reward"], x["spans"]
+        adv, subgroups = care_advantages(
+            index, correct, reward, spans.think_len, spans.answer_len, x["embeddings"], x["old_lp_mean"],
+            self.care.advantage,
+        )
+        reflected = torch.zeros_like(correct)
+        if self.care.rgr.mode != "off":
+            rgr_start = time.perf_counter()
+            outcome = self.rgr.run(batch, subgroups, index, correct)
+            metrics.update(outcome.metrics)
+            if outcome.replaced_rows:
+                lp_start = time.perf_counter()
+                self._recompute_log_probs(batch, outcome.replaced_rows)
+                metrics["timing_s/care_rgr_logprob"] = time.perf_counter() - lp_start
+                x = self._advantage_inputs(batch)
+                correct, reward, spans = x["correct"], x["reward"], x["spans"]
+                reflected[outcome.replaced_rows] = True
+                adv, _ = care_advantages(
+                    index, correct, reward, spans.think_len, spans.answer_len, x["embeddings"], x["old_lp_mean"],
+                    self.care.advantage, subgroups=subgroups, reflected=reflected,
+                )
+            metrics["timing_s/care_rgr"] = time.perf_counter() - rgr_start
+        mask, response_mask_nested = x["mask"], x["response_mask_nested"]
+        token_adv = region_token_advantages(
+            adv,
+            mask,
+            spans.think_mask,
+            spans.answer_mask,
+            self.care.region.mode,
+            tau_pos=self.care.region.tau_pos,
+            eps_w=self.care.region.eps_w,
+        )
+        if not torch.isfinite(token_adv).all():
+            raise FloatingPointError("CARE produced non-finite token advantages")
+
+        metrics.update(
+            care_diagnostics(adv, subgroups, index, correct, reward, eps=self.care.advantage.eps, reflected=reflected)
+        )
+        metrics["care/accuracy"] = correct.float().mean().item()
+        metrics["timing_s/care_advantage"] = time.perf_counter() - start
+        self._write_events(index, correct, reward, adv, subgroups, reflected)
+
+        nested = {
+            "advantages": response_to_nested(token_adv, response_mask_nested),
+            "returns": response_to_nested(token_adv, response_mask_nested),
+        }
+        return tq.kv_batch_put(
+            keys=batch.keys, partition_id=batch.partition_id, fields=TensorDict(nested, batch_size=len(batch))
+        )
+
+    def _write_events(self, index, correct, reward, adv, subgroups, reflected) -> None:
+        """Append one JSON line per group (anchor, negatives, K', advantages) when configured."""
+        if not self._events_path:
+            return
+        role = subgroups.role.tolist()
+        with open(self._events_path, "a") as fp:
+            for g in torch.unique(index).tolist():
+                rows = (index == g).nonzero().flatten().tolist()
+                event: dict[str, Any] = {
+                    "step": self.global_steps,
+                    "group": g,
+                    "rows": rows,
+                    "roles": [role[r] for r in rows],
+                    "k_prime": int(subgroups.k_prime[rows[0]]),
+                    "correct": [bool(correct[r]) for r in rows],
+                    "reward": [float(reward[r]) for r in rows],
+                    "advantage": [float(adv[r]) for r in rows],
+                    "reflected": [bool(reflected[r]) for r in rows],
+                }
+                fp.write(json.dumps(event) + "\n")

@@ -1,0 +1,133 @@
+"""Reflection-Guided Resampling (RGR), the pure part: which rows, which context, what the new row is.
+
+For every group with a correct anchor and at least one failure, one failure is re-decoded once
+from a *repaired context*: the original prompt, the failed response's reasoning up to its
+``</think>`` (all of it when unclosed), and a repair cue. The new row replaces the old one in
+place; its response is ``failed-think prefix + cue + continuation`` and the cue's tokens get
+response-mask 0 (the policy never produced them, so they get no loss). The generation call
+itself, verification and log-prob recomputation live in the verl adapter.
+
+Modes (the paper's ablation): ``repair`` (cue inserted), ``promptless`` (same prefix, no cue),
+``random`` (a uniformly chosen failure of the group, no cue, written into the first hard
+negative's slot so training sees the same subgroup structure), ``off``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class RepairPlan:
+    """One RGR re-decode.
+
+    Attributes:
+        row: the batch row that will be replaced (the group's first hard negative).
+        source_row: the failure whose reasoning is reused (== row except in ``random`` mode).
+        prefix: token ids of the reused reasoning (the response up to its think-close tag).
+        cue: token ids of the repair cue (empty for promptless/random).
+        budget: the continuation's token budget (the response length).
+    """
+
+    row: int
+    source_row: int
+    prefix: list[int]
+    cue: list[int]
+    budget: int
+
+    @property
+    def context_response(self) -> list[int]:
+        """What precedes the continuation inside the assistant turn."""
+        return self.prefix + self.cue
+
+
+def find_subsequence(ids: list[int], pattern: tuple[int, ...]) -> int:
+    """Index of the first occurrence of ``pattern`` in ``ids``, or -1."""
+    n = len(pattern)
+    for i in range(len(ids) - n + 1):
+        if tuple(ids[i : i + n]) == pattern:
+            return i
+    return -1
+
+
+def think_prefix(response: list[int], close_variants: tuple[tuple[int, ...], ...]) -> list[int]:
+    """The response up to (excluding) its first think-close tag; the whole response if unclosed."""
+    hits = [i for i in (find_subsequence(response, v) for v in close_variants) if i >= 0]
+    return response[: min(hits)] if hits else list(response)
+
+
+def choose_sources(
+    targets: torch.Tensor, index: torch.Tensor, correct: torch.Tensor, mode: str, generator: torch.Generator
+) -> torch.Tensor:
+    """Row whose reasoning each RGR target reuses.
+
+    Args:
+        targets: LongTensor[E], the first hard negative of each eligible group.
+        index: LongTensor[B] group ids. correct: BoolTensor[B].
+        mode: ``random`` picks a uniform failure of the target's group; other modes reuse the target.
+    Returns:
+        LongTensor[E].
+    """
+    if mode != "random":
+        return targets.clone()
+    sources = []
+    for row in targets.tolist():  # one draw per eligible group (E is small: one per prompt)
+        pool = ((index == index[row]) & ~correct).nonzero().flatten()
+        sources.append(int(pool[torch.randint(len(pool), (1,), generator=generator)]))
+    return torch.tensor(sources, dtype=torch.long)
+
+
+def plan_repairs(
+    targets: list[int],
+    sources: list[int],
+    prompts: dict[int, list[int]],
+    responses: dict[int, list[int]],
+    close_variants: tuple[tuple[int, ...], ...],
+    cue: list[int],
+    max_prompt_length: int,
+    max_response_length: int,
+) -> tuple[list[RepairPlan], list[int]]:
+    """Plans for every target whose repaired context fits the prompt length limit.
+
+    The repaired context (prompt + reused reasoning + cue) is what the engine is prompted with,
+    so it must fit ``max_prompt_length``; the continuation gets up to ``max_response_length``.
+    The whole row therefore stays within ``max_prompt_length + max_response_length`` tokens.
+
+    Returns:
+        (plans, skipped_rows).
+    """
+    plans, skipped = [], []
+    for row, src in zip(targets, sources):
+        prefix = think_prefix(responses[src], close_variants)
+        context = len(prompts[src]) + len(prefix) + len(cue)
+        if context > max_prompt_length:
+            skipped.append(row)
+            continue
+        plans.append(RepairPlan(row, src, prefix, list(cue), max_response_length))
+    return plans, skipped
+
+
+def repaired_response(plan: RepairPlan, continuation: list[int]) -> tuple[list[int], list[int]]:
+    """The new row's response ids and response mask (0 on the cue's tokens)."""
+    ids = plan.prefix + plan.cue + list(continuation)
+    mask = [1] * len(plan.prefix) + [0] * len(plan.cue) + [1] * len(continuation)
+    return ids, mask
+
+
+def extend_positions(prompt_positions: torch.Tensor, n_new: int) -> torch.Tensor:
+    """Position ids for ``n_new`` text tokens after a prompt.
+
+    Text tokens after the prompt continue from the last prompt position on every axis, for plain
+    1-D positions and for Qwen-VL's stacked ``(4, P)`` (text + 3 M-RoPE) positions alike: the
+    last prompt token is text, so its position is the running maximum.
+
+    Args:
+        prompt_positions: LongTensor[P] or LongTensor[R, P].
+    Returns:
+        LongTensor[P + n_new] or LongTensor[R, P + n_new].
+    """
+    last = prompt_positions[..., -1:]
+    steps = torch.arange(1, n_new + 1, dtype=prompt_positions.dtype, device=prompt_positions.device)
+    return torch.cat([prompt_positions, last + steps], dim=-1)
