@@ -37,9 +37,15 @@ def tiny_text_path() -> str:
 
 
 def run_main(args: list[str], run_dir: Path, timeout: int = 600) -> subprocess.CompletedProcess:
-    """Run ``python -m care_verl.main`` in a subprocess, as a user would."""
+    """Run ``python -m care_verl.main`` in a subprocess, as a user would.
+
+    Every actor forward pass is logged to ``run_dir/forwards.log`` ($CARE_VERL_FORWARD_LOG).
+    """
     cmd = [sys.executable, "-m", "care_verl.main", *args, f"run.dir={run_dir}"]
-    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=dict(os.environ))
+    env = dict(os.environ, CARE_VERL_FORWARD_LOG=str(Path(run_dir) / "forwards.log"))
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env)
+    (Path(run_dir) / "stdout.log").write_text(proc.stdout + "\n" + proc.stderr)
+    return proc
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
@@ -62,5 +68,30 @@ def tiny_cpu_run(tmp_path_factory):
     """
     run_dir = tmp_path_factory.mktemp("tiny_cpu_run")
     proc = run_main(["+recipe=tiny_cpu", f"reward.custom_reward_function.path={PLUMBING_REWARD}"], run_dir)
-    (run_dir / "stdout.log").write_text(proc.stdout + "\n" + proc.stderr)
     return proc, run_dir
+
+
+MIXED_GROUPS_REWARD = REPO / "tests" / "fixtures" / "mixed_groups_reward.py"
+
+
+def _care_run(tmp_path_factory, name: str, *overrides: str):
+    run_dir = tmp_path_factory.mktemp(name)
+    args = [
+        "+recipe=tiny_cpu_care",
+        f"reward.custom_reward_function.path={MIXED_GROUPS_REWARD}",
+        f"care.events_jsonl={run_dir}/care_events.jsonl",
+        *overrides,
+    ]
+    return run_main(args, run_dir), run_dir
+
+
+@pytest.fixture(scope="session")
+def care_rgr_run(tmp_path_factory):
+    """2 CARE steps with RGR on; even prompts give mixed groups, odd prompts all-failed ones."""
+    return _care_run(tmp_path_factory, "care_rgr_run")
+
+
+@pytest.fixture(scope="session")
+def care_no_rgr_run(tmp_path_factory):
+    """2 CARE steps with RGR off (for the forward-pass count against GRPO)."""
+    return _care_run(tmp_path_factory, "care_no_rgr_run", "care.rgr.mode=off")
