@@ -89,3 +89,28 @@ def test_cli_fails_fast_without_starting_ray():
 def test_parse_synthetic():
     spec = parse_synthetic("synthetic://bars+count?difficulty=2&n=10&split=test&seed=3")
     assert spec == {"tasks": ("bars", "count"), "difficulty": 2, "n": 10, "split": "test", "seed": 3}
+
+
+@pytest.mark.parametrize("recipe", ["tiny_cpu", "tiny_cpu_care", "tiny_cpu_dapo", "tiny_cpu_gspo"])
+def test_every_tiny_recipe_composes_and_validates(recipe):
+    c = build_config([f"+recipe={recipe}"])
+    assert c.data.train_batch_size == 4  # all share tiny_cpu's data and budget
+    assert c.trainer.experiment_name == recipe
+
+
+def test_care_selects_the_care_trainer_and_validates_its_section():
+    c = build_config(["+recipe=tiny_cpu_care"])
+    assert c.trainer.v1.trainer_mode == "care_sync"
+    assert c.care.k == 4 and c.care.rgr.mode == "repair"
+    with pytest.raises(ConfigError, match="care.k must be >= 1, got 0"):
+        build_config(["+recipe=tiny_cpu_care", "care.k=0"])
+    with pytest.raises(ConfigError, match="care.selector must be one of"):
+        build_config(["+recipe=tiny_cpu_care", "care.selector=closest"])
+    with pytest.raises(ConfigError, match="care.rgr.mode must be one of"):
+        build_config(["+recipe=tiny_cpu_care", "care.rgr.mode=always"])
+    with pytest.raises(ConfigError, match="care.region.tau_pos must be in"):
+        build_config(["+recipe=tiny_cpu_care", "care.region.tau_pos=2"])
+    with pytest.raises(ConfigError, match="rollout.n must be >= 2"):
+        build_config(["+recipe=tiny_cpu_care", "actor_rollout_ref.rollout.n=1"])
+    with pytest.raises(ConfigError, match="care.nope is not a known option"):
+        build_config(["+recipe=tiny_cpu_care", "+care.nope=1"])
