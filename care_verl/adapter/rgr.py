@@ -63,7 +63,6 @@ class RgrRunner:
         self.close_variants = span_tags.think.close if span_tags.think is not None else ()
         cue = settings.cue if settings.mode == "repair" else ""
         self.cue_ids = trainer.tokenizer.encode(cue, add_special_tokens=False) if cue else []
-        self.generator = torch.Generator().manual_seed(trainer.care.advantage.seed + 1)
         self._reward_fn = None
         self.has_rollout_log_probs = bool(trainer.config.actor_rollout_ref.rollout.calculate_log_probs)
 
@@ -139,7 +138,9 @@ class RgrRunner:
         m["rgr/eligible_groups"] = float(len(targets))
         if self.settings.mode == "off" or len(targets) == 0:
             return outcome
-        sources = choose_sources(targets, index, correct, self.settings.mode, self.generator)
+        # Seeded per step, not carried across steps: a resumed run draws what an uninterrupted one would.
+        generator = torch.Generator().manual_seed(self.trainer.care.advantage.seed * 1_000_003 + self.trainer.global_steps)
+        sources = choose_sources(targets, index, correct, self.settings.mode, generator)
         needed = sorted(set(targets.tolist()) | set(sources.tolist()))
         keys = [batch.keys[i] for i in needed]
         fields = ROW_FIELDS + (["rollout_log_probs"] if self.has_rollout_log_probs else [])
