@@ -33,10 +33,7 @@ from verl.workers.rollout.replica import RolloutReplica, TokenOutput
 
 logger = logging.getLogger(__name__)
 
-# Special tokens a (random or badly trained) model must never emit: verl marks every
-# <|image_pad|> of prompt+response as an image token (verl/experimental/agent_loop/
-# agent_loop.py:942), so a sampled one breaks get_rope_index for the whole batch.
-VISION_SPECIAL_TOKENS = ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>")
+from care_verl.models.special_tokens import VISION_SPECIAL_TOKENS
 
 
 def server_actor_name(replica_rank: int) -> str:

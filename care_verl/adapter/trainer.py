@@ -97,6 +97,13 @@ class CarePPOTrainer(PPOTrainerSync):
     """verl's synchronous v1 trainer with CARE advantages, embeddings and RGR."""
 
     def __init__(self, config):
+        from omegaconf import open_dict
+
+        # verl's v1 trainer compares its mode *name* with "sync" to pick the replay buffer, the
+        # refill policy and checkpoint contents (trainer_base.py:153,731,902,1004,1499). The class
+        # is already chosen by now, so behave exactly as verl's sync trainer from here on.
+        with open_dict(config):
+            config.trainer.v1.trainer_mode = "sync"
         super().__init__(config)
         self.care = care_settings_from_config(config)
         self._span_tags = None

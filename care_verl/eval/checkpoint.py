@@ -30,7 +30,12 @@ __all__ = ["ResolvedModel", "resolve_model", "find_actor_dir", "is_hf_model_dir"
 logger = logging.getLogger(__name__)
 
 MARKER = "care_verl_converted.json"
-_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+_WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any, Optional
+from typing import Any
 
 from care_verl.data.prompt import DEFAULT_TEMPLATE, resolve_template
 from care_verl.eval.backends import BACKENDS
@@ -58,36 +58,55 @@ class EvalConfig:
         default_factory=list,
         metadata=_help("Extra folders or .zip files for relative image paths (the data file's folder is tried first)."),
     )
-    limit: Optional[int] = field(default=None, metadata=_help("Evaluate at most this many rows per benchmark."))
+    limit: int | None = field(default=None, metadata=_help("Evaluate at most this many rows per benchmark."))
     batch_size: int = field(default=8, metadata=_help("Prompts per generate call (hf) / per submission (vllm)."))
-    max_new_tokens: int = field(default=4096, metadata=_help("Generation budget per response (greedy, one sample)."))
+    max_new_tokens: int = field(
+        default=4096, metadata=_help("Generation budget per response (greedy decoding, one sample).")
+    )
+    repetition_penalty: float = field(
+        default=1.0,
+        metadata=_help("1.0: plain greedy (lmms-eval's hf Qwen2.5-VL path inherits the model's 1.05)."),
+    )
     template: str = field(
         default=DEFAULT_TEMPLATE,
         metadata=_help("Prompt template: think_answer | think_boxed | plain, or a string containing {question}."),
     )
-    backend: str = field(default="auto", metadata=_help("auto (vllm when vLLM and a GPU are present, else hf) | hf | vllm."))
-    dtype: str = field(default="auto", metadata=_help("hf backend weights: auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16 | float16."))
-    min_pixels: Optional[int] = field(default=None, metadata=_help("Image processor min_pixels (None: the model's)."))
-    max_pixels: Optional[int] = field(default=None, metadata=_help("Image processor max_pixels (None: the model's)."))
+    backend: str = field(
+        default="auto", metadata=_help("auto (vllm when vLLM and a GPU are present, else hf) | hf | vllm.")
+    )
+    dtype: str = field(
+        default="auto", metadata=_help("hf weights: auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16 | float16.")
+    )
+    threads: int | None = field(
+        default=None, metadata=_help("hf on CPU: torch threads (None: torch's default; 1 is steadier on a busy box).")
+    )
+    min_pixels: int | None = field(default=None, metadata=_help("Image processor min_pixels (None: the model's)."))
+    max_pixels: int | None = field(default=None, metadata=_help("Image processor max_pixels (None: the model's)."))
     chat_template_kwargs: dict[str, Any] = field(
-        default_factory=dict, metadata=_help("Extra apply_chat_template arguments, as in training (e.g. enable_thinking).")
+        default_factory=dict, metadata=_help("Extra apply_chat_template arguments, as in training (enable_thinking).")
     )
     vllm_kwargs: dict[str, Any] = field(
         default_factory=dict,
-        metadata=_help("Extra vllm.LLM arguments, e.g. vllm_kwargs.tensor_parallel_size=2 vllm_kwargs.max_model_len=16384."),
+        metadata=_help(
+            "Extra vllm.LLM arguments, e.g. vllm_kwargs.tensor_parallel_size=2 vllm_kwargs.max_model_len=32768."
+        ),
     )
-    output_dir: str = field(default="eval_results", metadata=_help("Where <benchmark>.jsonl, results.json and results.md go."))
+    output_dir: str = field(
+        default="eval_results", metadata=_help("Where <benchmark>.jsonl, results.json and results.md are written.")
+    )
     seed: int = field(default=0, metadata=_help("Seed for torch / vLLM (decoding is greedy)."))
-    predictions: Optional[str] = field(
+    predictions: str | None = field(
         default=None,
-        metadata=_help("Re-score saved predictions (a run's output_dir or one of its .jsonl files) instead of generating."),
+        metadata=_help("Re-score saved predictions (a run's output_dir or one of its .jsonl files); no generation."),
     )
-    convert_dir: Optional[str] = field(
-        default=None, metadata=_help("Where converted checkpoints are cached (default $CARE_VERL_CACHE/eval_models).")
+    convert_dir: str | None = field(
+        default=None, metadata=_help("Cache for converted checkpoints (default $CARE_VERL_CACHE/eval_models).")
     )
-    on_bad_row: str = field(default="fail", metadata=_help("fail (default: stop, naming file and row) | skip (drop and count)."))
-    verifier_timeout_s: float = field(default=5.0, metadata=_help("Per-answer limit of the math verifier."))
-    label: Optional[str] = field(default=None, metadata=_help("Model name in the results table (default: from model)."))
+    on_bad_row: str = field(
+        default="fail", metadata=_help("fail (stop, naming the file and row) | skip (drop the row and count it).")
+    )
+    verifier_timeout_s: float = field(default=5.0, metadata=_help("Per-answer time limit of the math verifier."))
+    label: str | None = field(default=None, metadata=_help("Model name in the results table (default: from model)."))
 
     def validate(self) -> EvalConfig:
         """Check values; raise `ConfigError` naming the key. Expands ``benchmarks=[all]``."""
@@ -115,6 +134,10 @@ class EvalConfig:
             raise ConfigError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
         if self.on_bad_row not in ("fail", "skip"):
             raise ConfigError(f"on_bad_row must be fail or skip, got {self.on_bad_row!r}")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"threads must be >= 1 (or null), got {self.threads}")
+        if not self.repetition_penalty > 0:
+            raise ConfigError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
         if not self.verifier_timeout_s > 0:
             raise ConfigError(f"verifier_timeout_s must be > 0, got {self.verifier_timeout_s}")
         try:

@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from care_verl.data.images import ImageError, ImageResolver, load_image
-from care_verl.data.readers import READ_ERROR_KEY, is_hub_id, iter_rows
+from care_verl.data.readers import READ_ERROR_KEY, SUPPORTED_SUFFIXES, is_hub_id, iter_rows
 from care_verl.data.report import BadRow, RowRef
 from care_verl.eval.benchmarks import BenchmarkSpec
 from care_verl.eval.items import IMAGE_PLACEHOLDER, EvalItem
 
-__all__ = ["EvalDataError", "LoadResult", "load_items"]
+__all__ = ["EvalDataError", "LoadResult", "load_items", "is_local_source"]
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +39,13 @@ class LoadResult:
 
     items: list[EvalItem] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+
+
+def is_local_source(source: str) -> bool:
+    """True unless `source` can only be a Hub id ("owner/name", no file suffix, not a path)."""
+    if Path(source).exists() or source.startswith(("/", ".", "~")) or Path(source).suffix in SUPPORTED_SUFFIXES:
+        return True
+    return not is_hub_id(source)
 
 
 def _keep_encoded_images(dataset: Any) -> Any:
@@ -63,7 +70,7 @@ def _iter_hub(spec: BenchmarkSpec, hub_id: str, split: str, limit: int | None) -
 
 
 def _iter_source(spec: BenchmarkSpec, source: str, split: str, limit: int | None) -> Iterator[tuple[RowRef, dict]]:
-    if is_hub_id(source):
+    if not is_local_source(source):
         yield from _iter_hub(spec, source, split, limit)
         return
     if not Path(source).exists():
@@ -130,7 +137,8 @@ def load_items(
                 item = _make_item(spec, ref, row, resolvers.for_file(ref.file))
             except BadRow as exc:
                 if on_bad_row == "fail":
-                    raise EvalDataError(f"{spec.name}: bad row at {where}: {exc} (on_bad_row=skip drops such rows)") from exc
+                    message = f"{spec.name}: bad row at {where}: {exc} (on_bad_row=skip drops such rows)"
+                    raise EvalDataError(message) from exc
                 logger.warning("%s: skipping bad row at %s: %s", spec.name, where, exc)
                 result.skipped.append(f"{where}: {exc}")
                 continue

@@ -16,13 +16,12 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from care_verl.data.readers import is_hub_id
 from care_verl.eval.backends import Backend, GenerationRequest, ScriptedBackend, read_predictions, resolve_backend_name
 from care_verl.eval.benchmarks import get_benchmark
 from care_verl.eval.checkpoint import ResolvedModel, resolve_model
 from care_verl.eval.config import EvalConfig
 from care_verl.eval.items import EvalItem
-from care_verl.eval.loading import load_items
+from care_verl.eval.loading import is_local_source, load_items
 from care_verl.eval.prompting import user_text
 from care_verl.eval.report import (
     BenchmarkResult,
@@ -70,6 +69,7 @@ def make_backend(cfg: EvalConfig, model_path: str) -> Backend:
             max_pixels=cfg.max_pixels,
             chat_template_kwargs=cfg.chat_template_kwargs,
             engine_kwargs=cfg.vllm_kwargs,
+            repetition_penalty=cfg.repetition_penalty,
         )
     from care_verl.eval.backends.hf import HFBackend
 
@@ -81,10 +81,14 @@ def make_backend(cfg: EvalConfig, model_path: str) -> Backend:
         min_pixels=cfg.min_pixels,
         max_pixels=cfg.max_pixels,
         chat_template_kwargs=cfg.chat_template_kwargs,
+        threads=cfg.threads,
+        repetition_penalty=cfg.repetition_penalty,
     )
 
 
-def generate_all(backend: Backend, requests: Sequence[GenerationRequest], batch_size: int, label: str = "") -> list[str]:
+def generate_all(
+    backend: Backend, requests: Sequence[GenerationRequest], batch_size: int, label: str = ""
+) -> list[str]:
     """Responses for all requests, in order; batches hold prompts of similar length."""
     # Longest first: similar lengths share a batch (less padding), and memory trouble shows early.
     order = sorted(range(len(requests)), key=lambda i: -len(requests[i].prompt))
@@ -103,7 +107,7 @@ def generate_all(backend: Backend, requests: Sequence[GenerationRequest], batch_
 def _check_sources(cfg: EvalConfig) -> None:
     """Fail before loading a model if a local data source is missing."""
     for name, source in cfg.data.items():
-        if name in cfg.benchmarks and not is_hub_id(source) and not Path(source).exists():
+        if name in cfg.benchmarks and is_local_source(source) and not Path(source).exists():
             raise FileNotFoundError(f"data.{name}: data file not found: {source}")
 
 

@@ -20,14 +20,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from care_verl.eval.items import EvalItem
 from care_verl.verifier import make_request, parse_response, score_requests
 from care_verl.verifier.graders.choice import LETTERS, resolve_choice
 from care_verl.verifier.graders.numeric import extract_single_number
 from care_verl.verifier.normalize import MAX_ANSWER_CHARS
 from care_verl.verifier.numeric import parse_number
 from care_verl.verifier.pool import VerifierPool
-
-from care_verl.eval.items import EvalItem
 
 __all__ = ["Verdict", "score_items"]
 

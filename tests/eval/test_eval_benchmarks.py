@@ -100,6 +100,12 @@ def test_missing_file_is_named(tmp_path):
         load_items(BENCHMARKS["mathvista"], str(missing))
 
 
+def test_relative_missing_file_is_not_mistaken_for_a_hub_id(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match="mathvista: data file not found: data/testmini.parquet"):
+        load_items(BENCHMARKS["mathvista"], "data/testmini.parquet")
+
+
 def test_missing_column_names_file_row_and_column(tmp_path):
     rows = [{k: v for k, v in row.items() if k != "question_type"} for row in mathvista_rows()]
     path = write_parquet(tmp_path / "bad.parquet", rows)
@@ -146,3 +152,25 @@ def test_bad_jsonl_line_names_file_and_row(tmp_path):
     path.write_text("{not json}\n")
     with pytest.raises(EvalDataError, match=rf"{path}: row 0: invalid JSON line"):
         load_items(BENCHMARKS["mathvista"], str(path))
+
+
+def test_hub_source_uses_config_split_and_undecoded_images(monkeypatch):
+    """The Hub path, without a network: ``load_dataset`` is replaced by an in-memory Dataset
+    with real Image features (decoded to PIL by default, which the loader switches off)."""
+    import datasets
+    from eval_fixtures import mmmu_pro_std_rows
+
+    calls = []
+
+    def fake_load_dataset(path, name=None, split=None):
+        calls.append((path, name, split))
+        dataset = datasets.Dataset.from_list(mmmu_pro_std_rows())
+        for k in range(1, 8):
+            dataset = dataset.cast_column(f"image_{k}", datasets.Image())
+        return dataset
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    items = load_items(BENCHMARKS["mmmu_pro_std"], limit=1).items
+    assert calls == [("MMMU/MMMU_Pro", "standard (10 options)", "test")]
+    assert len(items) == 1 and color_of(items[0].images[0]) == "cyan"
+    assert items[0].source == "MMMU/MMMU_Pro[standard (10 options)/test]: row 0"

@@ -15,14 +15,11 @@ from typing import Any
 
 from care_verl.eval.backends.base import GenerationRequest, decode_images
 from care_verl.eval.prompting import render_chat
+from care_verl.models.special_tokens import VISION_SPECIAL_TOKENS
 
 __all__ = ["HFBackend", "resolve_dtype", "VISION_SPECIAL_TOKENS"]
 
 logger = logging.getLogger(__name__)
-
-# Same list as care_verl.adapter.hf_rollout.VISION_SPECIAL_TOKENS, repeated because importing
-# that module pulls in Ray and verl (about 10 s) for four strings. A response never needs them.
-VISION_SPECIAL_TOKENS = ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>")
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
@@ -50,6 +47,9 @@ class HFBackend:
         min_pixels, max_pixels: Image-processor resolution bounds (None: the processor's own).
         chat_template_kwargs: Extra arguments for ``apply_chat_template`` (as verl's
             ``data.apply_chat_template_kwargs``).
+        threads: torch CPU threads (None: leave torch's setting).
+        repetition_penalty: 1.0 is plain greedy. It is set explicitly because transformers
+            otherwise fills it from the model's generation_config (1.05 for Qwen2.5-VL-Instruct).
     """
 
     name = "hf"
@@ -64,15 +64,20 @@ class HFBackend:
         min_pixels: int | None = None,
         max_pixels: int | None = None,
         chat_template_kwargs: Mapping[str, Any] | None = None,
+        threads: int | None = None,
+        repetition_penalty: float = 1.0,
     ) -> None:
         import torch
         from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
+        if threads:
+            torch.set_num_threads(int(threads))
         config = AutoConfig.from_pretrained(model_path)
         if getattr(config, "vision_config", None) is None:
             raise ValueError(f"{model_path} is not a vision-language model (its config has no vision_config)")
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.max_new_tokens = int(max_new_tokens)
+        self.repetition_penalty = float(repetition_penalty)
         self.seed = int(seed)
         self.chat_template_kwargs = dict(chat_template_kwargs or {})
         self.model = (
@@ -132,6 +137,7 @@ class HFBackend:
             max_new_tokens=self.max_new_tokens,
             do_sample=False,
             num_beams=1,
+            repetition_penalty=self.repetition_penalty,
             eos_token_id=sorted(self.eos_ids),
             pad_token_id=self.pad_id,
             suppress_tokens=self.suppress_ids or None,

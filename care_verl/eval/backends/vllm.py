@@ -40,6 +40,7 @@ class VLLMBackend:
         max_images_per_prompt: ``limit_mm_per_prompt["image"]`` (MMMU rows hold up to 7).
         min_pixels, max_pixels: Passed to the image processor via ``mm_processor_kwargs``.
         chat_template_kwargs: Extra arguments for ``apply_chat_template``.
+        repetition_penalty: 1.0 is plain greedy.
         engine_kwargs: Further ``vllm.LLM`` arguments (tensor_parallel_size,
             gpu_memory_utilization, max_model_len, ...).
     """
@@ -56,6 +57,7 @@ class VLLMBackend:
         max_pixels: int | None = None,
         chat_template_kwargs: Mapping[str, Any] | None = None,
         engine_kwargs: Mapping[str, Any] | None = None,
+        repetition_penalty: float = 1.0,
     ) -> None:
         try:
             from vllm import LLM, SamplingParams
@@ -75,7 +77,12 @@ class VLLMBackend:
             kwargs["mm_processor_kwargs"] = pixels
         kwargs.update(engine_kwargs or {})
         self.llm = LLM(**kwargs)
-        self.sampling = SamplingParams(temperature=0.0, max_tokens=int(max_new_tokens), seed=int(seed))
+        self.sampling = SamplingParams(
+            temperature=0.0,
+            max_tokens=int(max_new_tokens),
+            repetition_penalty=float(repetition_penalty),
+            seed=int(seed),
+        )
 
     def render(self, user_text: str) -> str:
         return render_chat(self.processor, user_text, self.chat_template_kwargs)
