@@ -5,7 +5,6 @@ Nothing here reaches a model hub: models are built locally from transformers con
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -48,10 +47,7 @@ def run_main(args: list[str], run_dir: Path, timeout: int = 600) -> subprocess.C
     return proc
 
 
-def read_metrics(run_dir: Path) -> list[dict]:
-    """The per-step metrics verl's file logger wrote: ``[{"step": n, "data": {...}}, ...]``."""
-    path = Path(run_dir) / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+from care_verl.adapter.metrics import read_metrics  # noqa: E402  (after the cache env is set)
 
 
 @pytest.fixture(scope="session")

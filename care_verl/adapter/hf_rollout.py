@@ -19,6 +19,7 @@ trainer recomputes), not from the processed scores, so token suppression does no
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 from collections.abc import Generator
@@ -90,6 +91,52 @@ def trim_at_eos(tokens: list[int], eos_ids: set[int]) -> tuple[list[int], bool]:
     return tokens, False
 
 
+def request_identity(prompt_ids: list[int], images: Optional[list[Any]]) -> str:
+    """What a request *is*: its prompt tokens and its images' pixels (placeholders alone are equal)."""
+    h = hashlib.blake2b(repr(tuple(prompt_ids)).encode(), digest_size=16)
+    for img in images or []:
+        h.update(img.tobytes() if hasattr(img, "tobytes") else repr(img).encode())
+    return h.hexdigest()
+
+
+def request_seed(base_seed: int, version: int, identity: str, occurrence: int) -> int:
+    """A request's sampling seed from what it is, not from when it arrived or what it was batched with.
+
+    Identical requests (the n rollouts of one prompt) are told apart by their occurrence number;
+    they are exchangeable, so which one draws which sample does not change any group statistic.
+    """
+    digest = hashlib.blake2b(repr((base_seed, version, identity, occurrence)).encode(), digest_size=8)
+    return int.from_bytes(digest.digest(), "little") & ((1 << 63) - 1)
+
+
+class SeededSampler:
+    """Logits processor that samples each row with its own generator (Gumbel-max trick).
+
+    ``generate`` runs greedy; this processor applies temperature, top-k and top-p, then adds
+    Gumbel noise drawn from the row's generator, so ``argmax`` is an exact sample from the
+    filtered distribution and a row's tokens do not depend on the rest of its batch.
+    """
+
+    def __init__(self, seeds: list[int], temperature: float, top_p: float, top_k: int):
+        self.generators = [torch.Generator().manual_seed(s) for s in seeds]
+        self.temperature, self.top_p, self.top_k = temperature, top_p, top_k
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        logits = scores.float() / self.temperature
+        if 0 < self.top_k < logits.shape[-1]:
+            kth = torch.topk(logits, self.top_k, dim=-1).values[..., -1:]
+            logits = logits.masked_fill(logits < kth, float("-inf"))
+        if self.top_p < 1.0:
+            sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+            cumulative = sorted_logits.softmax(-1).cumsum(-1)
+            drop_sorted = cumulative - sorted_logits.softmax(-1) > self.top_p  # keep the token crossing top_p
+            logits = logits.masked_fill(drop_sorted.scatter(-1, order, drop_sorted), float("-inf"))
+        uniform = torch.stack([torch.rand(logits.shape[-1], generator=g) for g in self.generators])
+        exponential = (-torch.log(uniform.clamp_min(1e-20))).clamp_min(1e-20)
+        gumbel = -torch.log(exponential)
+        return logits + gumbel.to(logits.device)
+
+
 @dataclass
 class _Request:
     prompt_ids: list[int]
@@ -144,6 +191,7 @@ class HFServer:
         self.model_lock: Optional[asyncio.Lock] = None
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self.batches_run = 0
+        self.prompt_occurrences: dict[str, int] = {}
 
     @staticmethod
     def _load_model(model_path: str, is_vl: bool):
@@ -215,6 +263,7 @@ class HFServer:
                 )
             if global_steps is not None:
                 self.global_steps = global_steps
+            self.prompt_occurrences.clear()
         return len(state_dict)
 
     # ---- generation ----
@@ -310,12 +359,10 @@ class HFServer:
     def _generate_batch(self, key: SamplingKey, reqs: list[_Request]):
         self.batches_run += 1
         inputs = self._model_inputs(reqs)
-        seed = reqs[0].seed if reqs[0].seed is not None else self.seed + 7919 * self.batches_run
-        torch.manual_seed(int(seed))
         greedy = key.temperature <= 0
         gen_kwargs = dict(
             max_new_tokens=key.max_new_tokens,
-            do_sample=not greedy,
+            do_sample=False,
             output_logits=True,
             return_dict_in_generate=True,
             pad_token_id=self.pad_id,
@@ -324,7 +371,16 @@ class HFServer:
             suppress_tokens=self.suppress_ids or None,
         )
         if not greedy:
-            gen_kwargs.update(temperature=key.temperature, top_p=key.top_p, top_k=key.top_k if key.top_k > 0 else 0)
+            # Per-request seeds from (seed, weight version, prompt, occurrence): a run resumed from
+            # a checkpoint, or one whose requests were batched differently, samples the same tokens.
+            version = self.global_steps or 0
+            seeds = []
+            for r in reqs:
+                identity = request_identity(r.prompt_ids, r.images)
+                occurrence = self.prompt_occurrences.get(identity, 0)
+                self.prompt_occurrences[identity] = occurrence + 1
+                seeds.append(r.seed if r.seed is not None else request_seed(self.seed, version, identity, occurrence))
+            gen_kwargs["logits_processor"] = [SeededSampler(seeds, key.temperature, key.top_p, key.top_k)]
         out = self.model.generate(**inputs, **gen_kwargs)
         width = inputs["input_ids"].shape[1]
         new_tokens = out.sequences[:, width:]

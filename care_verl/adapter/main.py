@@ -14,7 +14,7 @@ import os
 import sys
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from care_verl.adapter.validate import ConfigError
 
@@ -45,8 +45,17 @@ def compose_config(argv: list[str]) -> DictConfig:
         return compose(config_name="care_trainer", overrides=overrides)
 
 
+FORWARDED_ENV = ("VERL_PLATFORM", "TOKENIZERS_PARALLELISM", "WANDB_MODE", "VERL_FILE_LOGGER_PATH",
+                 "TENSORBOARD_DIR", "WANDB_DIR", "CARE_VERL_CACHE", "CARE_VERL_FORWARD_LOG")
+
+
 def configure_environment(config: DictConfig) -> None:
-    """Environment every process needs; set before ``ray.init`` so Ray workers inherit it."""
+    """Environment every process needs.
+
+    Set in this process (a local Ray cluster started by ``ray.init`` inherits it) and forwarded
+    through ``ray_init.runtime_env.env_vars`` (workers of a cluster started elsewhere, e.g. by
+    ``ray start`` under Slurm, do not see the driver's environment).
+    """
     if not has_accelerator():
         os.environ.setdefault("VERL_PLATFORM", "cpu")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -56,6 +65,15 @@ def configure_environment(config: DictConfig) -> None:
     os.environ["VERL_FILE_LOGGER_PATH"] = str(run_dir / "metrics.jsonl")
     os.environ.setdefault("TENSORBOARD_DIR", str(run_dir / "tensorboard"))
     os.environ.setdefault("WANDB_DIR", str(run_dir))
+    ray_init = config.ray_kwargs.ray_init
+    with open_dict(config):
+        env_vars = ray_init.runtime_env.get("env_vars") or {}
+        forwarded = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
+        ray_init.runtime_env.env_vars = {**forwarded, **{k: str(v) for k, v in env_vars.items()}}
+        if os.environ.get("RAY_ADDRESS") or ray_init.get("address"):
+            # Joining an existing cluster: ray.init rejects resource counts, which that cluster owns.
+            ray_init.num_cpus = None
+            ray_init.num_gpus = None
 
 
 def build_config(argv: list[str]) -> DictConfig:

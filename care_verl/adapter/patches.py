@@ -146,9 +146,38 @@ def patch_as_nested_tensor_mrope() -> None:
     torch.nested.as_nested_tensor = as_nested_tensor
 
 
+def patch_file_logger_append() -> None:
+    """Make verl's ``file`` logger append instead of truncating.
+
+    verl/utils/tracking.py:541 opens the metrics file with ``"wb"``, so a run resumed from a
+    checkpoint erases the history of the steps before it. Appending keeps every attempt; a step
+    logged twice (after a crash between checkpoint and kill) is resolved by readers taking the
+    last line of each step (see ``care_verl.adapter.metrics.read_metrics``).
+    """
+    if not _once("file_logger_append"):
+        return
+    import os
+
+    from verl.utils import tracking
+
+    def __init__(self, project_name: str, experiment_name: str):
+        self.project_name = project_name
+        self.experiment_name = experiment_name
+        self.filepath = os.getenv("VERL_FILE_LOGGER_PATH", None)
+        if self.filepath is None:
+            directory = os.path.join(os.path.expanduser(os.getenv("VERL_FILE_LOGGER_ROOT", ".")), project_name)
+            os.makedirs(directory, exist_ok=True)
+            self.filepath = os.path.join(directory, f"{experiment_name}.jsonl")
+        self.fp = open(self.filepath, "ab", buffering=0)
+
+    __init__.__care_verl_patched__ = True
+    tracking.FileLogger.__init__ = __init__
+
+
 def apply_all() -> None:
     """Apply every patch (idempotent). CPU-only patches check for an accelerator themselves."""
     patch_init_process_group()
     patch_as_nested_tensor_mrope()
+    patch_file_logger_append()
     register_cpu_engines()
     patch_fsdp2_offload_no_pin()

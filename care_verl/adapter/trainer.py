@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import zlib
 from typing import Any
 
 import numpy as np
@@ -156,7 +157,8 @@ class CarePPOTrainer(PPOTrainerSync):
 
     def _advantage_inputs(self, batch) -> dict:
         """Everything ``care_advantages`` needs, read from TransferQueue for ``batch``'s rows."""
-        fields = ["uid", "responses", "response_mask", "rm_scores", "old_log_probs", EMBED_KEY, "extra_fields"]
+        fields = ["uid", "responses", "response_mask", "rm_scores", "old_log_probs", EMBED_KEY, "extra_fields",
+                  "extra_info"]
         data = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=fields)
         mask = padded(data["response_mask"]).float()
         old_lp = padded(data["old_log_probs"]).float()
@@ -169,6 +171,7 @@ class CarePPOTrainer(PPOTrainerSync):
             "old_lp_mean": (old_lp * mask).sum(-1) / mask.sum(-1).clamp_min(1),
             "embeddings": padded(data[EMBED_KEY]).float(),
             "spans": self._response_spans(padded(data["responses"]), mask),
+            "prompt_indices": sorted({int((e or {}).get("index", -1)) for e in as_list(data["extra_info"])}),
         }
 
     def _recompute_batch_multiple(self) -> int:
@@ -247,6 +250,8 @@ class CarePPOTrainer(PPOTrainerSync):
             care_diagnostics(adv, subgroups, index, correct, reward, eps=self.care.advantage.eps, reflected=reflected)
         )
         metrics["care/accuracy"] = correct.float().mean().item()
+        # Which dataset rows this step trained on (a resumed run must consume the same ones).
+        metrics["data/prompt_index_crc"] = float(zlib.crc32(json.dumps(x["prompt_indices"]).encode()))
         metrics["timing_s/care_advantage"] = time.perf_counter() - start
         self._write_events(index, correct, reward, adv, subgroups, reflected)
 

@@ -51,6 +51,27 @@ def _check_positive_int(config: DictConfig, key: str, optional: bool) -> None:
         raise ConfigError(f"{key} must be a positive integer, got {value!r}")
 
 
+def _check_micro_batches(config: DictConfig) -> None:
+    """Rows per rank must split into whole micro-batches (verl asserts this deep inside a worker)."""
+    arr = config.actor_rollout_ref
+    if arr.actor.get("use_dynamic_bsz", False):
+        return
+    ranks = config.trainer.n_gpus_per_node * config.trainer.nnodes
+    rows = config.data.train_batch_size * arr.rollout.n
+    if rows % ranks:
+        raise ConfigError(
+            f"data.train_batch_size x rollout.n = {rows} rows do not split evenly over {ranks} ranks "
+            "(trainer.n_gpus_per_node x trainer.nnodes)"
+        )
+    for key in ("rollout.log_prob_micro_batch_size_per_gpu", "ref.log_prob_micro_batch_size_per_gpu"):
+        micro = _get(arr, key)
+        if micro and (rows // ranks) % micro:
+            raise ConfigError(
+                f"actor_rollout_ref.{key}={micro} does not divide the {rows // ranks} rows each rank gets "
+                f"(data.train_batch_size x rollout.n / ranks)"
+            )
+
+
 def _is_remote(path: str) -> bool:
     return "://" in path and not path.startswith("file://")
 
@@ -109,6 +130,7 @@ def validate_startup(config: DictConfig) -> None:
     _check_reward_fn(config)
     if config.algorithm.adv_estimator == "care":
         _check_care(config)
+    _check_micro_batches(config)
 
 
 def _check_care(config: DictConfig) -> None:

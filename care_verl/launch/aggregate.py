@@ -1,26 +1,37 @@
 """The paper's results table from several runs: ``python -m care_verl.launch.aggregate RUN_DIR... --out table.md``.
 
-Reads ``<run>/eval/summary.json`` of every run (format below), groups seeds of one experiment into
-one row and writes mean ± sample std (over seeds, in accuracy points) in the paper's column order:
+Reads each run's evaluation summary (formats below), groups seeds of one experiment into one row
+and writes mean ± sample std (over seeds, in accuracy points) in the paper's column order:
 MathVista, MathVerse, MATH-Vision, MMMU, MMMU-Pro(std), MMMU-Pro(vis), Avg.
 
-Arguments may be run directories (containing ``eval/summary.json``) or experiment directories whose
+Arguments may be run directories, evaluation output directories, or experiment directories whose
 ``seed*/`` sub-directories are runs. Runs are grouped by experiment: ``<exp>/seed<k>`` belongs to
-row ``<exp>``; any other run directory is a row of its own. ``--label NAME=DIR`` renames a row.
+row ``<exp>``; any other directory is a row of its own. ``--label NAME=DIR`` renames a row.
 
-``eval/summary.json``::
+Where the summary is looked for, first match wins: ``<dir>/eval/summary.json``,
+``<dir>/eval/results.json``, ``<dir>/results.json``.
+
+``summary.json`` (accuracy as a fraction)::
 
     {"benchmarks": {"mathvista": {"accuracy": 0.747, "n": 1000}, "mathverse": {...}, ...},
      "macro_avg": 0.5057}
 
-- ``accuracy`` is a fraction in [0, 1] (a bare number instead of the object is accepted too);
-  ``n`` (examples scored) is optional.
-- Benchmark names are matched without case, ``-``, ``_``, spaces and parentheses; the canonical
-  keys are ``mathvista``, ``mathverse``, ``math_vision``, ``mmmu``, ``mmmu_pro_std``,
-  ``mmmu_pro_vis`` (aliases: ``mathvision``, ``mmmu_pro_standard``, ``mmmu_pro_vision``, ...).
+``results.json`` as ``python -m care_verl.eval`` writes it (accuracy in percent; ``correct / n`` is
+used when both are there)::
+
+    {"macro_average": 50.57, "results": [{"name": "mathvista", "column": "MathVista", "n": 1000,
+     "correct": 747, "accuracy": 74.7, ...}, ...], ...}
+
+- ``summary.json``: ``accuracy`` is a fraction in [0, 1] (a bare number instead of the object is
+  accepted too); ``n`` (examples scored) is optional.
+- Benchmarks are matched by ``column`` (results.json) or name, without case, ``-``, ``_``, spaces
+  and parentheses; the canonical keys are ``mathvista``, ``mathverse``, ``math_vision``, ``mmmu``,
+  ``mmmu_pro_std``, ``mmmu_pro_vis`` (aliases: ``mathvision``, ``mmmu_pro_standard``,
+  ``mmmu_pro_vision``, ...). When MATH-Vision's ``test`` and ``testmini`` are both present,
+  ``test`` fills the column (as in care_verl.eval's own table).
 - Other benchmarks are ignored (listed with ``--verbose``); a missing benchmark shows as ``–``.
 - ``Avg`` is recomputed per run as the mean of the six columns (only for runs that have all six),
-  then averaged over seeds like the others; the file's ``macro_avg`` is not used.
+  then averaged over seeds like the others; the file's macro average is not used.
 - A missing or malformed file is an error naming the file and what is wrong.
 """
 
@@ -36,12 +47,14 @@ from pathlib import Path
 from typing import Sequence
 
 SUMMARY_PATH = Path("eval") / "summary.json"
+#: Where a run's evaluation summary is looked for, in order.
+SUMMARY_CANDIDATES = (SUMMARY_PATH, Path("eval") / "results.json", Path("results.json"))
 
 #: (column header, canonical key, accepted aliases) in the paper's column order.
 BENCHMARKS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("MathVista", "mathvista", ("mathvista", "mathvistatestmini", "mathvistamini")),
     ("MathVerse", "mathverse", ("mathverse", "mathversetestmini", "mathversemini")),
-    ("MATH-Vision", "math_vision", ("mathvision", "mathvisiontest", "mathvisionmini")),
+    ("MATH-Vision", "math_vision", ("mathvision", "mathvisiontest", "mathvisiontestmini", "mathvisionmini")),
     ("MMMU", "mmmu", ("mmmu", "mmmuval")),
     ("MMMU-Pro(std)", "mmmu_pro_std", ("mmmuprostd", "mmmuprostandard")),
     ("MMMU-Pro(vis)", "mmmu_pro_vis", ("mmmuprovis", "mmmuprovision")),
@@ -74,34 +87,95 @@ class RunScores:
         return None
 
 
+def find_summary(run_dir: str | Path) -> Path | None:
+    for rel in SUMMARY_CANDIDATES:
+        path = Path(run_dir) / rel
+        if path.is_file():
+            return path
+    return None
+
+
+def _accuracy(path: Path, where: str, value, scale: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise SummaryError(f"{path}: {where} must be a number, got {value!r}")
+    if not 0.0 <= value <= scale:
+        unit = "a fraction in [0, 1]" if scale == 1.0 else "a percentage in [0, 100]"
+        raise SummaryError(f"{path}: {where} must be {unit}, got {value!r}")
+    return float(value) / scale
+
+
+def _summary_entries(path: Path, benchmarks: dict) -> list[tuple[str, str | None, float]]:
+    """``summary.json``: (name, match key, accuracy fraction)."""
+    out = []
+    for name, entry in benchmarks.items():
+        value = entry.get("accuracy") if isinstance(entry, dict) else entry
+        if _ALIASES.get(_norm(str(name))) is None:
+            out.append((str(name), None, 0.0))
+            continue
+        out.append((str(name), str(name), _accuracy(path, f"benchmarks.{name}.accuracy", value, 1.0)))
+    return out
+
+
+def _results_entries(path: Path, results: list) -> list[tuple[str, str | None, float]]:
+    """care_verl.eval ``results.json``: (name, match key, accuracy fraction)."""
+    out = []
+    for i, entry in enumerate(results):
+        if not isinstance(entry, dict):
+            raise SummaryError(f"{path}: results[{i}] must be an object, got {type(entry).__name__}")
+        name = str(entry.get("name") or entry.get("column") or f"results[{i}]")
+        match = next((str(c) for c in (entry.get("column"), entry.get("name")) if c and _norm(str(c)) in _ALIASES), None)
+        if match is None:
+            out.append((name, None, 0.0))
+            continue
+        n, correct = entry.get("n"), entry.get("correct")
+        if isinstance(n, int) and isinstance(correct, int) and not isinstance(n, bool) and 0 <= correct <= n and n > 0:
+            value = correct / n
+        else:
+            value = _accuracy(path, f"results[{i}] ({name}).accuracy", entry.get("accuracy"), 100.0)
+        out.append((name, match, value))
+    return out
+
+
+def _is_testmini(name: str) -> bool:
+    return "mini" in _norm(name)
+
+
 def read_summary(run_dir: str | Path) -> RunScores:
-    """Read ``<run_dir>/eval/summary.json``; raises :class:`SummaryError` naming the file."""
-    path = Path(run_dir) / SUMMARY_PATH
-    if not path.is_file():
-        raise SummaryError(f"{path}: eval summary not found (run the evaluation for this run first)")
+    """Read a run's evaluation summary (see the module docstring); raises :class:`SummaryError` naming the file."""
+    path = find_summary(run_dir)
+    if path is None:
+        others = ", ".join(str(rel) for rel in SUMMARY_CANDIDATES[1:])
+        raise SummaryError(
+            f"{Path(run_dir) / SUMMARY_PATH}: eval summary not found (nor {others} there); run the evaluation first"
+        )
     try:
         data = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise SummaryError(f"{path}: not valid JSON: {exc}") from None
-    if not isinstance(data, dict) or not isinstance(data.get("benchmarks"), dict):
-        raise SummaryError(f"{path}: expected an object with a \"benchmarks\" object, got {type(data).__name__}"
-                           + (f" with keys {sorted(data)}" if isinstance(data, dict) else ""))
-    scores: dict[str, float] = {}
+    if isinstance(data, dict) and isinstance(data.get("benchmarks"), dict):
+        entries = _summary_entries(path, data["benchmarks"])
+    elif isinstance(data, dict) and isinstance(data.get("results"), list):
+        entries = _results_entries(path, data["results"])
+    else:
+        found = f"an object with keys {sorted(data)}" if isinstance(data, dict) else type(data).__name__
+        raise SummaryError(f'{path}: expected an object with a "benchmarks" object or a "results" list, got {found}')
+    chosen: dict[str, tuple[bool, str, float]] = {}
     ignored: list[str] = []
-    for name, entry in data["benchmarks"].items():
-        key = _ALIASES.get(_norm(str(name)))
-        if key is None:
-            ignored.append(str(name))
+    for name, match, value in entries:
+        if match is None:
+            ignored.append(name)
             continue
-        value = entry.get("accuracy") if isinstance(entry, dict) else entry
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise SummaryError(f"{path}: benchmarks.{name}.accuracy must be a number, got {value!r}")
-        if not 0.0 <= value <= 1.0:
-            raise SummaryError(f"{path}: benchmarks.{name}.accuracy must be a fraction in [0, 1], got {value!r}")
-        if key in scores:
-            raise SummaryError(f"{path}: benchmark {name!r} given twice (as another alias of {key})")
-        scores[key] = float(value)
-    return RunScores(Path(run_dir), scores, ignored)
+        key = _ALIASES[_norm(match)]
+        rank = _is_testmini(name) and key == "math_vision"  # the full MATH-Vision test split wins
+        if key in chosen:
+            if chosen[key][0] == rank:
+                raise SummaryError(f"{path}: benchmark {name!r} given twice (also as {chosen[key][1]!r})")
+            if rank:  # a testmini entry after the full one: keep the full one
+                ignored.append(name)
+                continue
+            ignored.append(chosen[key][1])
+        chosen[key] = (rank, name, value)
+    return RunScores(Path(run_dir), {k: v for k, (_, _, v) in chosen.items()}, ignored)
 
 
 def expand_run_dirs(paths: Sequence[str | Path]) -> list[Path]:
@@ -109,7 +183,7 @@ def expand_run_dirs(paths: Sequence[str | Path]) -> list[Path]:
     runs: list[Path] = []
     for raw in paths:
         path = Path(raw)
-        if (path / SUMMARY_PATH).exists():
+        if find_summary(path):
             runs.append(path)
             continue
         seeds = sorted((p for p in path.glob("seed*") if p.is_dir()), key=_seed_sort_key)
@@ -222,9 +296,9 @@ def _parse_label(text: str) -> tuple[Path, str]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m care_verl.launch.aggregate",
-        description="Paper-style table (mean ± std over seeds) from runs' eval/summary.json.",
+        description="Paper-style table (mean ± std over seeds) from runs' evaluation summaries.",
     )
-    parser.add_argument("runs", nargs="+", help="run directories, or experiment directories with seed*/ runs")
+    parser.add_argument("runs", nargs="+", help="run or eval-output directories, or experiment directories with seed*/ runs")
     parser.add_argument("--out", help="write the markdown table here (default: stdout)")
     parser.add_argument("--json", dest="json_out", help="also write the numbers as JSON here")
     parser.add_argument("--label", action="append", type=_parse_label, default=[], help="NAME=DIR: row name for a run or experiment dir")

@@ -107,6 +107,9 @@ class LocalRayCluster:
         # Ray's socket paths must stay short (AF_UNIX limit), so the default lives directly in /tmp.
         self.temp_dir = Path(temp_dir) if temp_dir else Path(tempfile.mkdtemp(prefix="carelrc-", dir="/tmp"))
         self.log_dir = Path(log_dir) if log_dir else self.temp_dir / "logs"
+        # Ray puts AF_UNIX sockets (<= 107 bytes) at <temp>/ray/session_<date>_<pid>/sockets/plasma_store.
+        if len(str(self.temp_dir / "ray")) > 40:
+            raise ValueError(f"temp_dir {self.temp_dir} is too long for Ray's socket paths; use a short one under /tmp")
         self.env = dict(os.environ if env is None else env)
         # A private token: the cluster accepts only clients started with this environment.
         self.env.setdefault("RAY_AUTH_MODE", "token")
@@ -154,47 +157,75 @@ class LocalRayCluster:
         return self.address
 
     def _wait(self, nodes: int, timeout: float) -> None:
-        for proc in self.procs:
-            if proc.poll() is not None:
-                raise RuntimeError(f"a ray start process exited with {proc.returncode}; logs in {self.log_dir}")
+        """Wait for ``nodes`` nodes in a helper process, giving up as soon as a node process dies."""
         code = (
-            "import sys; from care_verl.launch.ray_cluster import wait_for_nodes; "
+            "from care_verl.launch.ray_cluster import wait_for_nodes; "
             f"wait_for_nodes({self.address!r}, {nodes}, timeout={timeout})"
         )
-        proc = subprocess.run([sys.executable, "-c", code], env=self.env, capture_output=True, text=True, timeout=timeout + 60)
-        if proc.returncode != 0:
-            raise RuntimeError(f"local Ray cluster did not reach {nodes} node(s): {proc.stderr[-2000:]}")
+        waiter = subprocess.Popen([sys.executable, "-c", code], env=self.env, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + timeout + 60
+        try:
+            while waiter.poll() is None:
+                dead = [p for p in self.procs if p.poll() is not None]
+                if dead or time.monotonic() > deadline:
+                    reason = f"a `ray start` exited with {dead[0].returncode}" if dead else "timed out"
+                    raise RuntimeError(f"local Ray cluster did not reach {nodes} node(s): {reason}; logs in {self.log_dir}")
+                time.sleep(0.5)
+            _, err = waiter.communicate()
+            if waiter.returncode != 0:
+                raise RuntimeError(f"local Ray cluster did not reach {nodes} node(s): {err[-2000:]}")
+        finally:
+            if waiter.poll() is None:
+                waiter.kill()
+                waiter.wait()
 
-    def stop(self, grace: float = 20) -> None:
-        """End every node's process group: SIGTERM (ray start --block stops its node), then SIGKILL."""
+    def stop(self, grace: float = 5, remove_temp: bool = True) -> None:
+        """End every node's process group: SIGTERM, then SIGKILL for whatever is left after ``grace`` s.
+
+        The temp dir (Ray's session files, and the node logs unless ``log_dir`` was given) is
+        removed if this object created it and ``remove_temp``.
+
+        (``ray start --block`` has no SIGTERM handler and gcs_server/raylet take their time, so the
+        whole group is signalled and, being a throwaway cluster, not waited on for long.)
+        """
         for proc in reversed(self.procs):
             _signal_group(proc, signal.SIGTERM)
         deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and any(_group_alive(p) for p in self.procs):
+            time.sleep(0.2)
         for proc in reversed(self.procs):
+            _signal_group(proc, signal.SIGKILL)
+        for proc in self.procs:
             try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                pass
-        for proc in reversed(self.procs):
-            _signal_group(proc, signal.SIGKILL)  # leftovers in the group (gcs_server, raylet, workers)
-            try:
-                proc.wait(timeout=5)
+                proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 pass
         self.procs.clear()
-        if self._own_temp:
-            shutil.rmtree(self.temp_dir / "ray", ignore_errors=True)
+        if self._own_temp and remove_temp:
+            shutil.rmtree(self.temp_dir, ignore_errors=True)
 
     def __enter__(self) -> "LocalRayCluster":
         try:
             self.start()
         except BaseException:
-            self.stop()
+            self.stop(remove_temp=False)  # keep the logs the error message points to
             raise
         return self
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def _group_alive(proc: subprocess.Popen) -> bool:
+    proc.poll()  # reap the `ray start` process itself once it exits
+    try:
+        os.killpg(proc.pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _signal_group(proc: subprocess.Popen, sig: int) -> None:
@@ -238,7 +269,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not command:
         parser.error("local needs a command after `--`")
     with LocalRayCluster(args.nodes, args.num_cpus, args.num_gpus) as cluster:
-        print(f"care_verl.launch.ray_cluster: {args.nodes}-node cluster at {cluster.address}", file=sys.stderr)
+        print(f"care_verl.launch.ray_cluster: {args.nodes}-node cluster at {cluster.address} (temp dir {cluster.temp_dir})",
+              file=sys.stderr, flush=True)
         return subprocess.call(command, env=cluster.client_env())
 
 

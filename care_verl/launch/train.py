@@ -48,14 +48,23 @@ SEED_KEYS: tuple[str, ...] = (
 _FORWARDED_ENV_PREFIXES = ("CARE_VERL_", "CARE_VERIFIER_")
 
 _HYDRA_PLAIN = re.compile(r"^[A-Za-z0-9_./:@+%-]+$")
+# Plain words Hydra would read as something other than a string.
+_HYDRA_NOT_STR = re.compile(r"^([+-]?(\d[\d_]*(\.\d*)?([eE][+-]?\d+)?|\.\d+|inf|nan)|true|false|null)$", re.IGNORECASE)
 
 
 def hydra_value(value: object) -> str:
-    """``value`` as a Hydra override value: plain when safe, otherwise single-quoted."""
+    """``value`` as a Hydra override string: plain when Hydra would read it back unchanged, else quoted."""
     text = str(value)
-    if _HYDRA_PLAIN.match(text):
+    if _HYDRA_PLAIN.match(text) and not _HYDRA_NOT_STR.match(text):
         return text
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    return hydra_string(text)
+
+
+def hydra_string(value: object) -> str:
+    """``value`` as a double-quoted Hydra value, which always parses to a string (``"false"``, ``"1"``)."""
+    text = str(value)
+    body = re.sub(r'(\\*)("|$)', lambda m: m.group(1) * 2 + ('\\"' if m.group(2) else ""), text)
+    return '"' + body + '"'
 
 
 def seed_overrides(seed: int, keys: Sequence[str] = SEED_KEYS) -> list[str]:
@@ -77,6 +86,8 @@ def forwarded_env(run_dir: Path, environ: dict[str, str] | None = None) -> dict[
         "WANDB_MODE": environ.get("WANDB_MODE", "offline"),
         "TOKENIZERS_PARALLELISM": environ.get("TOKENIZERS_PARALLELISM", "false"),
     }
+    if environ.get("VERL_PLATFORM"):  # an explicit platform choice (auto-detection otherwise)
+        env["VERL_PLATFORM"] = environ["VERL_PLATFORM"]
     for key in sorted(environ):
         if key.startswith(_FORWARDED_ENV_PREFIXES):
             env[key] = environ[key]
@@ -89,11 +100,12 @@ def cluster_overrides(run_dir: Path, environ: dict[str, str] | None = None) -> l
     - ``ray.init`` refuses ``num_cpus``/``num_gpus`` when it connects to an existing cluster
       ("When connecting to an existing cluster, num_cpus and num_gpus must not be provided");
       the CPU runtime sets both, so they are cleared. The cluster's own resources count instead.
-    - the run's environment goes into the job's ``runtime_env`` (see :func:`forwarded_env`).
+    - the run's environment goes into the job's ``runtime_env`` (see :func:`forwarded_env`);
+      values are quoted so that Hydra keeps ``false`` or ``1`` as strings (Ray requires str values).
     """
     overrides = ["++ray_kwargs.ray_init.num_cpus=null", "++ray_kwargs.ray_init.num_gpus=null"]
     for key, value in forwarded_env(run_dir, environ).items():
-        overrides.append(f"++ray_kwargs.ray_init.runtime_env.env_vars.{key}={hydra_value(value)}")
+        overrides.append(f"++ray_kwargs.ray_init.runtime_env.env_vars.{key}={hydra_string(value)}")
     return overrides
 
 

@@ -43,7 +43,8 @@ def test_command_line_beats_recipe_beats_runtime():
     c = build_config([*REPO_ARGS, "data.train_batch_size=8", "actor_rollout_ref.rollout.agent.num_workers=2"])
     assert c.data.train_batch_size == 8
     assert c.actor_rollout_ref.rollout.agent.num_workers == 2
-    assert build_config([*REPO_ARGS, "runtime=gpu"]).actor_rollout_ref.rollout.name != "hf"
+    gpu = build_config([*REPO_ARGS, "runtime=gpu", "trainer.n_gpus_per_node=1"])
+    assert gpu.actor_rollout_ref.rollout.name == "vllm"
 
 
 @pytest.mark.parametrize(
@@ -114,3 +115,23 @@ def test_care_selects_the_care_trainer_and_validates_its_section():
         build_config(["+recipe=tiny_cpu_care", "actor_rollout_ref.rollout.n=1"])
     with pytest.raises(ConfigError, match="care.nope is not a known option"):
         build_config(["+recipe=tiny_cpu_care", "+care.nope=1"])
+
+
+def test_micro_batches_must_divide_the_rows_per_rank():
+    with pytest.raises(ConfigError, match=r"log_prob_micro_batch_size_per_gpu=16 does not divide the 8 rows"):
+        build_config([*REPO_ARGS, "trainer.n_gpus_per_node=2"])
+    build_config([*REPO_ARGS, "trainer.n_gpus_per_node=2", "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=8",
+                  "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu=8",
+                  "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=8"])
+
+
+def test_environment_travels_in_the_runtime_env(monkeypatch, tmp_path):
+    from care_verl.adapter.main import configure_environment
+
+    c = build_config([*REPO_ARGS, f"run.dir={tmp_path}"])
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")
+    configure_environment(c)
+    env = c.ray_kwargs.ray_init.runtime_env.env_vars
+    assert env["VERL_FILE_LOGGER_PATH"] == f"{tmp_path}/metrics.jsonl"
+    assert all(isinstance(v, str) for v in env.values())
+    assert c.ray_kwargs.ray_init.num_cpus is None and c.ray_kwargs.ray_init.num_gpus is None

@@ -128,3 +128,32 @@ def test_image_token_mismatch_is_reported(server):
     broken = [t for t in prompt if t != pad][:5] + [pad] + [t for t in prompt if t != pad][5:]
     with pytest.raises(ValueError, match="image tokens"):
         asyncio.run(server.generate("c", broken, {"temperature": 1.0}, image_data=[item.image]))
+
+
+def test_sampling_does_not_depend_on_batch_composition_or_arrival(server):
+    """Per-request seeds: a request samples the same tokens alone or batched with others, so a
+    resumed run (or a differently batched one) reproduces the uninterrupted run."""
+    items = [generate_item("bars", 1, 0, "train", i) for i in range(3)]
+    prompts = [_prompt(server, "What is the height of the tallest bar?", it.image) for it in items]
+    params = {"temperature": 1.0, "top_p": 0.9, "top_k": 50}
+
+    async def sample(indices):
+        server.prompt_occurrences.clear()  # what a weight sync does
+        return await asyncio.gather(
+            *[server.generate(f"q{i}", prompts[i], dict(params), image_data=[items[i].image]) for i in indices]
+        )
+
+    alone = asyncio.run(sample([1]))[0].token_ids
+    batched = asyncio.run(sample([2, 1, 0]))[1].token_ids
+    again = asyncio.run(sample([0, 1]))[1].token_ids
+    assert alone == batched == again
+    other = asyncio.run(sample([0]))[0].token_ids
+    assert other != alone  # different prompts draw different samples
+
+
+def test_top_k_one_is_greedy(server):
+    item = generate_item("bars", 1, 0, "test", 3)
+    prompt = _prompt(server, "Height?", item.image)
+    greedy = asyncio.run(server.generate("g", prompt, {"temperature": 0.0}, image_data=[item.image]))
+    top1 = asyncio.run(server.generate("t", prompt, {"temperature": 1.0, "top_k": 1}, image_data=[item.image]))
+    assert greedy.token_ids == top1.token_ids

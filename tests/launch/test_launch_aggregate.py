@@ -113,3 +113,58 @@ def test_cli_writes_markdown_and_json(tmp_path):
 def test_cli_error_exit(tmp_path):
     proc = run_py("-m", "care_verl.launch.aggregate", str(tmp_path / "nothing"))
     assert proc.returncode == 2 and "summary.json" in proc.stderr and "not found" in proc.stderr
+
+
+# --- results.json as care_verl.eval writes it ----------------------------------------------------
+
+
+def write_eval_results(out_dir: Path, counts: dict[str, tuple[int, int]]) -> Path:
+    """Write results.json with care_verl.eval's own writer (so a format change there shows up here)."""
+    from care_verl.eval.config import EvalConfig
+    from care_verl.eval.report import BenchmarkResult
+    from care_verl.eval.runner import EvalReport, _write_summary
+
+    results = [
+        BenchmarkResult(name=name, n=n, correct=c, unparseable=0, format_ok=n, verifier_timeouts=0, verifier_errors=0)
+        for name, (c, n) in counts.items()
+    ]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report = EvalReport(results=results, model="m", checkpoint=None, backend="hf", output_dir=str(out_dir), table="")
+    _write_summary(EvalConfig(), report, out_dir)
+    return out_dir
+
+
+EVAL_NAMES = ["mathvista", "mathverse", "mathvision", "mmmu", "mmmu_pro_std", "mmmu_pro_vision"]
+
+
+def test_reads_care_verl_eval_results(tmp_path):
+    for seed in range(2):
+        counts = {name: (400 + 10 * i + 2 * seed, 1000) for i, name in enumerate(EVAL_NAMES)}
+        counts["mathvision_testmini"] = (1, 304)  # the full test split wins the MATH-Vision column
+        write_eval_results(tmp_path / "care" / f"seed{seed}" / "eval", counts)
+    rows = build_rows(expand_run_dirs([tmp_path / "care"]))
+    run0 = rows[0].runs[0]
+    assert run0.scores["math_vision"] == pytest.approx(0.42) and run0.ignored == ["mathvision_testmini"]
+    assert run0.scores["mmmu_pro_vis"] == pytest.approx(0.45)
+    cells = table_rows(markdown_table(rows))["care"]
+    assert cells[0] == "40.1 ± 0.1" and cells[-2] != "–"
+
+
+def test_eval_output_dir_itself_and_testmini_only(tmp_path):
+    out = write_eval_results(tmp_path / "eval_care_200", {"mathvision_testmini": (76, 304), "mmmu": (549, 900)})
+    scores = read_summary(out).scores
+    assert scores == {"math_vision": pytest.approx(0.25), "mmmu": pytest.approx(0.61)}
+    assert build_rows(expand_run_dirs([out]))[0].label == "eval_care_200"
+
+
+def test_results_json_errors_name_the_file(tmp_path):
+    run = tmp_path / "run"
+    (run / "eval").mkdir(parents=True)
+    path = run / "eval" / "results.json"
+    path.write_text(json.dumps({"results": [{"name": "mmmu", "column": "MMMU", "accuracy": 161.0}]}))
+    with pytest.raises(SummaryError, match=r"percentage in \[0, 100\]") as err:
+        read_summary(run)
+    assert str(path) in str(err.value)
+    path.write_text(json.dumps({"results": ["mmmu"]}))
+    with pytest.raises(SummaryError, match=r"results\[0\] must be an object"):
+        read_summary(run)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
 
@@ -78,12 +79,15 @@ def test_tiny_recipe_across_two_ray_nodes(tmp_path):
 
 
 @pytest.mark.e2e
-def test_local_cluster_leaves_no_processes(tmp_path):
-    """stop() ends every process of the cluster (they all run under its private temp dir)."""
-    cluster = LocalRayCluster(nodes=2, num_cpus=2, num_gpus=1, temp_dir=tmp_path / "t")
-    with cluster:
-        assert run_py("-c", "import ray; ray.init(); print(len(ray.nodes()))", env=cluster.client_env()).stdout.strip().endswith("2")
-    marker = str(tmp_path / "t")
+def test_local_cluster_cli_runs_a_command_and_leaves_no_processes():
+    """`ray_cluster local` runs the command against 2 nodes, passes its exit code, and cleans up."""
+    check = "import ray, sys; ray.init(); n = len([x for x in ray.nodes() if x['Alive']]); print('nodes', n); sys.exit(3)"
+    proc = run_py("-m", "care_verl.launch.ray_cluster", "local", "--nodes", "2", "--num-cpus", "2", "--",
+                  sys.executable, "-c", check, timeout=300)
+    assert proc.returncode == 3, proc.stderr[-3000:]
+    assert "nodes 2" in proc.stdout
+    temp_dir = re.search(r"temp dir (\S+)\)", proc.stderr).group(1)
+    assert not os.path.exists(temp_dir)
     leftovers = []
     for pid in os.listdir("/proc"):
         if pid.isdigit():
@@ -91,6 +95,11 @@ def test_local_cluster_leaves_no_processes(tmp_path):
                 cmdline = open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\0", b" ").decode(errors="replace")
             except OSError:
                 continue
-            if marker in cmdline:
+            if temp_dir in cmdline:
                 leftovers.append(cmdline[:200])
     assert leftovers == []
+
+
+def test_local_cluster_rejects_long_temp_dirs(tmp_path):
+    with pytest.raises(ValueError, match="too long"):
+        LocalRayCluster(temp_dir=tmp_path / ("x" * 60))

@@ -130,7 +130,7 @@ def test_dry_run_two_nodes(tmp_path):
         "+recipe=tiny_cpu", f"run.dir={run_dir}", f"trainer.default_local_dir={run_dir}/checkpoints",
         "trainer.resume_mode=auto", "trainer.nnodes=2", "trainer.n_gpus_per_node=4", "trainer.experiment_name=tiny_cpu_seed3",
         "++ray_kwargs.ray_init.num_cpus=null", "++ray_kwargs.ray_init.num_gpus=null",
-        f"++ray_kwargs.ray_init.runtime_env.env_vars.VERL_FILE_LOGGER_PATH={run_dir}/metrics.jsonl",
+        f'++ray_kwargs.ray_init.runtime_env.env_vars.VERL_FILE_LOGGER_PATH="{run_dir}/metrics.jsonl"',
     } | {f"{key}=3" for key in SEED_KEYS}
     assert expected <= set(cmd), expected - set(cmd)
     # user overrides come last, in order
@@ -225,7 +225,7 @@ def test_real_path_with_stub_srun_and_python(tmp_path):
     log, pids = tmp_path / "calls.log", tmp_path / "pids"
     env = _env(tmp_path, SLURM_JOB_NODELIST="gpu[1-3]", PATH=f"{bin_dir}{os.pathsep}{_no_scontrol_path(tmp_path)}",
                STUB_LOG=str(log), STUB_PIDS=str(pids), PYTHON=str(bin_dir / "stubpython"), GPUS_PER_NODE="8",
-               CPUS_PER_NODE="16")
+               CPUS_PER_NODE="16", RAY_ADDRESS="stale:1")
     proc = sbatch(["--seed", "1", "tiny_cpu", "x=1"], env, timeout=60)
     assert proc.returncode == 0, proc.stderr
     lines = log.read_text().splitlines()
@@ -245,7 +245,8 @@ def test_real_path_with_stub_srun_and_python(tmp_path):
     assert train[train.index("--recipe") + 1] == "tiny_cpu" and train[-2:] == ["--", "x=1"]
     assert len(calls) == 7
     env_lines = [line for line in lines if line.startswith("env ")]
-    assert env_lines == ["env RAY_ADDRESS=10.0.0.7:6379 AUTH=token TOKEN=64"] * 3
+    # only the training process gets RAY_ADDRESS; every process shares the job's auth token
+    assert env_lines == ["env RAY_ADDRESS= AUTH=token TOKEN=64"] * 2 + ["env RAY_ADDRESS=10.0.0.7:6379 AUTH=token TOKEN=64"]
     # the three `ray start --block` steps were ended by the EXIT trap
     started = [int(p) for p in pids.read_text().split()]
     assert len(started) == 3

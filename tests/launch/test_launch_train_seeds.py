@@ -11,7 +11,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from care_verl.launch import seeds as seeds_launch
 from care_verl.launch import train as train_launch
-from care_verl.launch.train import SEED_KEYS, cluster_overrides, hydra_value, seed_overrides, training_argv
+from care_verl.launch.train import SEED_KEYS, cluster_overrides, hydra_string, hydra_value, seed_overrides, training_argv
 from launch_helpers import run_py
 
 
@@ -19,6 +19,13 @@ from launch_helpers import run_py
 def test_hydra_value_round_trips(value):
     parsed = OverridesParser.create().parse_override(f"k={hydra_value(value)}")
     assert parsed.value() == value
+
+
+@pytest.mark.parametrize("value", ["false", "True", "null", "1", "-2.5e3", "inf", "nan", "1_000", "seed7", "7b"])
+def test_words_hydra_would_retype_stay_strings(value):
+    parser = OverridesParser.create()
+    assert parser.parse_override(f"k={hydra_string(value)}").value() == value
+    assert parser.parse_override(f"k={hydra_value(value)}").value() == value
 
 
 def test_training_argv_layout(tmp_path):
@@ -59,7 +66,11 @@ def test_overrides_compose_with_the_real_config(tmp_path, runtime):
         assert OmegaConf.select(config, key, throw_on_missing=True) == 11, key
     ray_init = OmegaConf.to_container(config.ray_kwargs.ray_init, resolve=True)
     assert ray_init.get("num_cpus") is None and ray_init.get("num_gpus") is None
-    assert ray_init["runtime_env"]["env_vars"]["VERL_FILE_LOGGER_PATH"] == f"{tmp_path}/metrics.jsonl"
+    env_vars = ray_init["runtime_env"]["env_vars"]
+    assert env_vars["VERL_FILE_LOGGER_PATH"] == f"{tmp_path}/metrics.jsonl"
+    # Ray requires Dict[str, str]; Hydra would turn a plain `false` into a bool
+    assert env_vars["TOKENIZERS_PARALLELISM"] == "false"
+    assert all(isinstance(v, str) for v in env_vars.values()), env_vars
     assert config.trainer.nnodes == 2 and config.trainer.resume_mode == "auto"
     assert config.trainer.default_local_dir == f"{tmp_path}/checkpoints"
 
