@@ -29,7 +29,7 @@ from typing import Iterable, Sequence
 
 #: Every config key that seeds randomness in verl 0.9.1 (``verl/trainer/config/_generated_ppo_trainer.yaml``),
 #: set together so that one ``--seed`` changes the whole run. Extend it when a new seeded
-#: component appears (e.g. ``care.seed``); a key that is missing from the composed config makes
+#: component appears; a key that is missing from the composed config makes
 #: the run fail at start-up, naming the key, instead of being ignored.
 SEED_KEYS: tuple[str, ...] = (
     "data.seed",  # shuffling sampler of the train dataloader (verl/trainer/ppo/utils.py)
@@ -40,6 +40,7 @@ SEED_KEYS: tuple[str, ...] = (
     "critic.data_loader_seed",  # critic update shuffling (unused by GRPO/CARE, kept consistent)
     "critic.fsdp.seed",  # critic engine seed (idem)
     "reward.reward_model.rollout.seed",  # generative reward model rollout (idem)
+    "care.seed",  # CARE's random selector and RGR random-mode draws (hydra_configs/care_trainer.yaml)
 )
 
 #: Environment the adapter sets in the driver (care_verl.adapter.main.configure_environment) that
