@@ -37,7 +37,9 @@ def test_rl_parquet_loads_in_verl_rlhf_dataset(rl_parquet: Path, tmp_path: Path)
     processor = tiny_processor()
     config = OmegaConf.create({
         "prompt_key": "prompt", "image_key": "images", "max_prompt_length": 4096, "filter_overlong_prompts": True,
-        "filter_overlong_prompts_workers": 1, "cache_dir": str(tmp_path / "cache"), "truncation": "error",
+        # 0 = filter in this process: datasets forks a pool for any num_proc >= 1, and forking a test
+        # process that already runs threads (verifier pool, torch) can deadlock.
+        "filter_overlong_prompts_workers": 0, "cache_dir": str(tmp_path / "cache"), "truncation": "error",
     })
     dataset = rl_dataset.RLHFDataset([str(rl_parquet)], processor.tokenizer, config, processor=processor)
     # The overlong filter renders every prompt through the processor (images included) and drops
