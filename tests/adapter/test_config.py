@@ -23,7 +23,9 @@ def test_recipe_composes_on_verls_config(tiny_config):
     assert c.algorithm.adv_estimator == "grpo"
     assert c.data.train_batch_size == 4
     assert c.data.train_files.endswith(".parquet")  # synthetic:// resolved to a generated file
-    assert c.actor_rollout_ref.model.path.endswith("qwen2_5_vl-small-s0-v1")
+    from care_verl.models.tiny import FACTORY_VERSION
+
+    assert c.actor_rollout_ref.model.path.endswith(f"qwen2_5_vl-small-s0-v{FACTORY_VERSION}")
     assert c.reward.custom_reward_function.path == "pkg://care_verl.reward"
     assert c.trainer.default_local_dir == f"{c.run.dir}/checkpoints"
     # a key only verl's own config defines is still there
