@@ -34,7 +34,7 @@ from verl.workers.rollout.replica import RolloutReplica, TokenOutput
 
 logger = logging.getLogger(__name__)
 
-from care_verl.models.special_tokens import VISION_SPECIAL_TOKENS
+from care_verl.models.special_tokens import eos_token_ids, suppressed_token_ids
 
 
 def server_actor_name(replica_rank: int) -> str:
@@ -181,10 +181,9 @@ class HFServer:
             from transformers import AutoTokenizer
 
             self.tokenizer = AutoTokenizer.from_pretrained(model_path)
-        self.eos_ids = self._eos_ids()
+        self.eos_ids = eos_token_ids(self.model.generation_config, self.tokenizer)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else min(self.eos_ids)
-        vocab = self.tokenizer.get_vocab()
-        self.suppress_ids = [vocab[t] for t in VISION_SPECIAL_TOKENS if t in vocab]
+        self.suppress_ids = suppressed_token_ids(self.tokenizer)
         self.image_token_id = getattr(hf_config, "image_token_id", None)
         self.queue: list[_Request] = []
         self.wakeup: Optional[asyncio.Event] = None
@@ -199,18 +198,6 @@ class HFServer:
 
         cls = AutoModelForImageTextToText if is_vl else AutoModelForCausalLM
         return cls.from_pretrained(model_path, dtype=torch.float32, attn_implementation="sdpa")
-
-    def _eos_ids(self) -> set[int]:
-        ids = set()
-        gen_eos = getattr(self.model.generation_config, "eos_token_id", None)
-        for value in (gen_eos, self.tokenizer.eos_token_id):
-            if isinstance(value, int):
-                ids.add(value)
-            elif value:
-                ids.update(int(v) for v in value)
-        if not ids:
-            raise ValueError("the tokenizer and generation config define no EOS token")
-        return ids
 
     # ---- control API used by verl (no-ops where the HF model has nothing to release) ----
     async def ready(self) -> bool:

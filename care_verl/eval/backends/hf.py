@@ -15,7 +15,7 @@ from typing import Any
 
 from care_verl.eval.backends.base import GenerationRequest, decode_images
 from care_verl.eval.prompting import render_chat
-from care_verl.models.special_tokens import VISION_SPECIAL_TOKENS
+from care_verl.models.special_tokens import VISION_SPECIAL_TOKENS, eos_token_ids, suppressed_token_ids
 
 __all__ = ["HFBackend", "resolve_dtype", "VISION_SPECIAL_TOKENS"]
 
@@ -91,22 +91,10 @@ class HFBackend:
         self.processor = AutoProcessor.from_pretrained(model_path, **pixels)
         self.tokenizer = self.processor.tokenizer
         self.tokenizer.padding_side = "left"
-        self.eos_ids = self._eos_ids()
+        self.eos_ids = eos_token_ids(self.model.generation_config, self.tokenizer)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else min(self.eos_ids)
-        vocab = self.tokenizer.get_vocab()
-        self.suppress_ids = [vocab[t] for t in VISION_SPECIAL_TOKENS if t in vocab]
+        self.suppress_ids = suppressed_token_ids(self.tokenizer)
         self.image_token_id = getattr(config, "image_token_id", None)
-
-    def _eos_ids(self) -> set[int]:
-        ids: set[int] = set()
-        for value in (getattr(self.model.generation_config, "eos_token_id", None), self.tokenizer.eos_token_id):
-            if isinstance(value, int):
-                ids.add(value)
-            elif value:
-                ids.update(int(v) for v in value)
-        if not ids:
-            raise ValueError("the tokenizer and generation config define no EOS token")
-        return ids
 
     def render(self, user_text: str) -> str:
         return render_chat(self.processor, user_text, self.chat_template_kwargs)
