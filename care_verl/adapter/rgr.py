@@ -199,7 +199,11 @@ class RgrRunner:
                             fields=list_of_dict_to_tensordict(new_fields), tags=new_tags)
             # Read back what is stored: the cue's tokens must carry response-mask 0.
             stored = tq.kv_batch_get(keys=new_keys, partition_id=batch.partition_id, select_fields=["response_mask"])
-            m["rgr/masked_tokens"] = float(sum(int((r == 0).sum()) for r in stored["response_mask"].unbind()))
+            lengths = [len(f["responses"]) for f in new_fields]
+            masks = stored["response_mask"]
+            # nested when lengths differ; a dense batch would be right-padded, so cut each row to its length
+            rows_stored = masks.unbind() if getattr(masks, "is_nested", False) else list(masks)
+            m["rgr/masked_tokens"] = float(sum(int((r[:n] == 0).sum()) for r, n in zip(rows_stored, lengths)))
             m["rgr/cue_tokens"] = float(len(self.cue_ids) * len(new_keys))
         m["rgr/generated"] = float(len(outcome.replaced_rows))
         m["rgr/repaired"] = float(repaired)

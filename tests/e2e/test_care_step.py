@@ -75,9 +75,11 @@ def test_anchors_positive_negatives_negative(care):
     anchored = [e for e in events if Role.ANCHOR in e["roles"]]
     assert anchored
     for e in anchored:
-        for role, adv, ok, refl in zip(e["roles"], e["advantage"], e["correct"], e["reflected"]):
+        members = [i for i, r in enumerate(e["roles"]) if r != Role.OUTSIDE]
+        contrast = not all(e["correct"][i] for i in members)  # RGR may have repaired the only failure
+        for role, adv, ok in zip(e["roles"], e["advantage"], e["correct"]):
             if role == Role.ANCHOR:
-                assert adv > 0
+                assert adv > 0 if contrast else adv == 0
             if role == Role.HARD_NEGATIVE and not ok:
                 assert adv < 0
 
