@@ -1,4 +1,4 @@
-# care_verl: `make demo` (set up, then the main job on CPU) and `make test` (set up, then the test suite).
+# care_verl: `make demo` (set up, then the CPU demo: SFT -> CARE RL -> plots) and `make test` (set up, then the test suite).
 # Both create ./.venv on first use; they need only Python 3.11 on the machine.
 
 PYTHON ?= python3.11
@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml constraints/cpu.txt
 setup: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m care_verl.main +recipe=tiny_cpu
+	$(PY) -m care_verl.demo
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests

@@ -46,7 +46,8 @@ def compose_config(argv: list[str]) -> DictConfig:
 
 
 FORWARDED_ENV = ("VERL_PLATFORM", "TOKENIZERS_PARALLELISM", "WANDB_MODE", "VERL_FILE_LOGGER_PATH",
-                 "TENSORBOARD_DIR", "WANDB_DIR", "CARE_VERL_CACHE", "CARE_VERL_FORWARD_LOG")
+                 "TENSORBOARD_DIR", "WANDB_DIR", "CARE_VERL_CACHE", "CARE_VERL_FORWARD_LOG",
+                 "CARE_VERL_INJECT_FAULTS", "CARE_VERIFIER_WORKERS", "CARE_VERIFIER_TIMEOUT_S", "CARE_VERIFIER_GRADER")
 
 
 def configure_environment(config: DictConfig) -> None:
@@ -119,6 +120,36 @@ def main(argv: list[str] | None = None) -> int:
     configure_environment(config)
     if os.environ.get("CARE_VERL_PRINT_CONFIG"):
         print(OmegaConf.to_yaml(config))
-    run(config)
+    try:
+        run(config)
+    except Exception as exc:
+        died = ray_worker_death(exc)
+        if died is None:
+            raise
+        print(f"care_verl: a Ray worker died ({type(died).__name__}): {first_line(died)}\n"
+              f"care_verl: the run stopped. Relaunch the same command to resume from the last checkpoint "
+              f"under {config.run.dir}/checkpoints (trainer.resume_mode=auto); the worker's own log is in "
+              f"the Ray session logs (/tmp/ray/session_latest/logs).", file=sys.stderr)
+        return 3
     print(f"care_verl: run finished; metrics and checkpoints are under {config.run.dir}")
     return 0
+
+
+def ray_worker_death(exc: BaseException) -> BaseException | None:
+    """The Ray actor/worker-death error in ``exc``'s cause chain (Ray wraps it once per hop), if any."""
+    from ray import exceptions as rex
+
+    deaths = tuple(getattr(rex, n) for n in ("RayActorError", "ActorDiedError", "WorkerCrashedError",
+                                             "ActorUnavailableError", "NodeDiedError") if hasattr(rex, n))
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, deaths):
+            return exc
+        exc = getattr(exc, "cause", None) or exc.__cause__ or exc.__context__
+    return None
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else ""

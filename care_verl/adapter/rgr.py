@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import torch
 import transfer_queue as tq
 
+from care_verl.adapter.faults import maybe_fail
 from care_verl.reflection import RepairPlan, choose_sources, extend_positions, plan_repairs, repaired_response
 
 logger = logging.getLogger(__name__)
@@ -114,6 +115,7 @@ class RgrRunner:
         async def one(plan: RepairPlan):
             src = rows[plan.source_row]
             images = await self._images(src["raw_prompt"])
+            maybe_fail("rgr_generate", f"row {plan.row}")
             return await client.generate(
                 f"care_rgr_{self.trainer.global_steps}_{plan.row}",
                 prompt_ids=src["prompts"] + plan.context_response,

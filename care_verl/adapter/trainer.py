@@ -61,6 +61,15 @@ def build_span_tags(tokenizer, tags) -> SpanTags:
     )
 
 
+def pad_rows_to_multiple(rows: list[int], batch_size: int, multiple: int) -> list[int]:
+    """``rows`` topped up with other distinct rows to a multiple of ``multiple``; every row if that is no smaller."""
+    needed = -len(rows) % multiple
+    if len(rows) + needed >= batch_size:
+        return list(range(batch_size))
+    chosen = set(rows)
+    return list(rows) + [i for i in range(batch_size) if i not in chosen][:needed]
+
+
 def padded(nested: torch.Tensor, pad: float = 0) -> torch.Tensor:
     """A jagged nested tensor (or a plain tensor) as a right-padded dense tensor."""
     if getattr(nested, "is_nested", False):
@@ -77,6 +86,15 @@ def group_index(uids) -> torch.Tensor:
     """Integer group ids from verl's per-row uid strings."""
     _, inverse = np.unique(np.asarray([str(u) for u in uids], dtype=object), return_inverse=True)
     return torch.as_tensor(inverse, dtype=torch.long)
+
+
+def verifier_fault_counts(extra_fields) -> dict[str, float]:
+    """Rows whose verifier timed out / failed (scored 0, see care_verl.verifier.pool), as metrics."""
+    infos = [(f or {}).get("reward_extra_info", {}) if isinstance(f, dict) else {} for f in extra_fields]
+    return {
+        "reward/verifier_timeouts": float(sum(int(i.get("verifier_timeout") or 0) for i in infos)),
+        "reward/verifier_errors": float(sum(int(i.get("verifier_error") or 0) for i in infos)),
+    }
 
 
 def verifier_accuracy(extra_fields) -> torch.Tensor:
@@ -167,6 +185,7 @@ class CarePPOTrainer(PPOTrainerSync):
             "mask": mask,
             "reward": padded(data["rm_scores"]).sum(-1).float(),
             "correct": verifier_accuracy(as_list(data["extra_fields"])),
+            "verifier_faults": verifier_fault_counts(as_list(data["extra_fields"])),
             "index": group_index(as_list(data["uid"])),
             "old_lp_mean": (old_lp * mask).sum(-1) / mask.sum(-1).clamp_min(1),
             "embeddings": padded(data[EMBED_KEY]).float(),
@@ -185,18 +204,17 @@ class CarePPOTrainer(PPOTrainerSync):
             micro.append(arr.ref.log_prob_micro_batch_size_per_gpu or 1)
         return dp * math.lcm(*micro)
 
-    def _recompute_log_probs(self, batch, rows: list[int]) -> None:
-        """Old (and reference) log-probs for the replaced rows.
+    def _recompute_log_probs(self, batch, rows: list[int]) -> int:
+        """Old (and reference) log-probs for the replaced rows; returns how many rows were sent.
 
-        Only those rows are sent, repeated up to the size verl's workers accept (a repeat writes
-        identical values); when that is no smaller than the batch, the whole batch is recomputed.
+        Only those rows are sent, topped up to the multiple verl's workers accept with other rows
+        of the batch (their log-probs are recomputed under the same weights, so they do not
+        change; TransferQueue rejects a batch that names a key twice); when that is no smaller
+        than the batch, the whole batch is recomputed.
         """
         from transfer_queue import KVBatchMeta
 
-        multiple = self._recompute_batch_multiple()
-        rows = rows + [rows[0]] * (-len(rows) % multiple)
-        if len(rows) >= len(batch):
-            rows = list(range(len(batch)))
+        rows = pad_rows_to_multiple(rows, len(batch), self._recompute_batch_multiple())
         sub = KVBatchMeta(
             partition_id=batch.partition_id,
             keys=[batch.keys[i] for i in rows],
@@ -207,6 +225,7 @@ class CarePPOTrainer(PPOTrainerSync):
         self._compute_old_log_prob(sub, scratch)
         if self.use_reference_policy:
             self._compute_ref_log_prob(sub, scratch)
+        return len(rows)
 
     def _compute_advantage(self, batch, metrics: dict):
         start = time.perf_counter()
@@ -223,7 +242,7 @@ class CarePPOTrainer(PPOTrainerSync):
             metrics.update(outcome.metrics)
             if outcome.replaced_rows:
                 lp_start = time.perf_counter()
-                self._recompute_log_probs(batch, outcome.replaced_rows)
+                metrics["rgr/logprob_rows"] = self._recompute_log_probs(batch, outcome.replaced_rows)
                 metrics["timing_s/care_rgr_logprob"] = time.perf_counter() - lp_start
                 x = self._advantage_inputs(batch)
                 correct, reward, spans = x["correct"], x["reward"], x["spans"]
@@ -250,6 +269,7 @@ class CarePPOTrainer(PPOTrainerSync):
             care_diagnostics(adv, subgroups, index, correct, reward, eps=self.care.advantage.eps, reflected=reflected)
         )
         metrics["care/accuracy"] = correct.float().mean().item()
+        metrics.update(x["verifier_faults"])
         # Which dataset rows this step trained on (a resumed run must consume the same ones).
         metrics["data/prompt_index_crc"] = float(zlib.crc32(json.dumps(x["prompt_indices"]).encode()))
         metrics["timing_s/care_advantage"] = time.perf_counter() - start

@@ -94,6 +94,33 @@ def _check_files(config: DictConfig, key: str, required: bool) -> None:
             raise ConfigError(f"{key}: data file not found: {local}")
 
 
+def _check_data_rows(config: DictConfig, key: str) -> None:
+    """Every row of every local parquet file must be one verl and the reward can use (``run.check_data``)."""
+    from care_verl.data.check import check_rl_file
+
+    value = _get(config, key)
+    if value is None:
+        return
+    prompt_key = _get(config, "data.prompt_key") or "prompt"
+    image_key = _get(config, "data.image_key")
+    bad = []
+    for path in list(value) if isinstance(value, (list, ListConfig)) else [value]:
+        path = str(path)
+        if _is_remote(path):
+            continue
+        local = path[len("file://") :] if path.startswith("file://") else path
+        result = check_rl_file(local, prompt_key=prompt_key, image_key=image_key)
+        if result.total_problems:
+            bad.append(result)
+    if bad:
+        total = sum(r.total_problems for r in bad)
+        details = "\n  ".join(r.summary() for r in bad)
+        raise ConfigError(
+            f"{key}: {total} bad data rows (fix or drop them; python -m care_verl.data builds clean files, "
+            f"run.check_data=false skips this check):\n  {details}"
+        )
+
+
 def _check_model_path(config: DictConfig) -> None:
     """A local directory must exist; ``org/name`` (one slash, no path prefix) is taken as a hub id."""
     path = str(_get(config, "actor_rollout_ref.model.path"))
@@ -126,6 +153,9 @@ def validate_startup(config: DictConfig) -> None:
         )
     _check_files(config, "data.train_files", required=True)
     _check_files(config, "data.val_files", required=False)
+    if _get(config, "run.check_data") is not False:
+        _check_data_rows(config, "data.train_files")
+        _check_data_rows(config, "data.val_files")
     _check_model_path(config)
     _check_reward_fn(config)
     if config.algorithm.adv_estimator == "care":

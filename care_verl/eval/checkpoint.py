@@ -12,9 +12,7 @@ the shard files' paths, sizes and modification times, and written atomically.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import io
 import json
 import logging
 import os
@@ -93,26 +91,6 @@ def _cache_key(actor: Path, files: list[Path]) -> str:
     return digest.hexdigest()[:16]
 
 
-def _merge_with_verl(actor: Path, target: Path) -> None:
-    from verl.model_merger.base_model_merger import ModelMergerConfig
-    from verl.model_merger.fsdp_model_merger import FSDPModelMerger
-
-    config = ModelMergerConfig(
-        operation="merge",
-        backend="fsdp",
-        local_dir=str(actor),
-        target_dir=str(target),
-        hf_model_config_path=str(actor / "huggingface"),
-    )
-    captured = io.StringIO()
-    # The merger prints progress; keep it out of the eval output but available in debug logs.
-    with contextlib.redirect_stdout(captured):
-        merger = FSDPModelMerger(config)
-        merger.merge_and_save()
-        merger.cleanup()
-    logger.debug("verl model merger output:\n%s", captured.getvalue())
-
-
 def convert_checkpoint(actor: Path, out_root: str | os.PathLike[str] | None = None) -> Path:
     """Convert a verl FSDP actor checkpoint to a Hugging Face folder (cached); return its path."""
     from care_verl.models.tiny import cache_root
@@ -129,7 +107,9 @@ def convert_checkpoint(actor: Path, out_root: str | os.PathLike[str] | None = No
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=root))
     try:
         logger.info("converting verl checkpoint %s -> %s", actor, target)
-        _merge_with_verl(actor, tmp)
+        from care_verl.adapter.checkpoint_merge import merge_fsdp_checkpoint
+
+        merge_fsdp_checkpoint(actor, tmp)
         (tmp / MARKER).write_text(json.dumps({"source": str(actor.resolve()), "merger": "verl.model_merger fsdp"}))
         try:
             os.replace(tmp, target)

@@ -25,7 +25,7 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-FACTORY_VERSION = 1
+FACTORY_VERSION = 2
 KINDS = ("qwen2", "qwen2_5_vl")
 
 SPECIAL_TOKENS = [

@@ -3,17 +3,19 @@
 Numeric, multiple-choice, yes/no, ChartQA and exact answers are decided in-process in
 microseconds by bounded code (capped answer length, linear parsing). Math answers that are not
 identical text or plain numbers go to a `VerifierPool` worker, so math-verify never runs on
-the caller's thread and a pathological input costs at most the timeout.
+the caller's thread and a pathological input costs at most the timeout. A grader replaced
+through ``CARE_VERIFIER_GRADER`` grades every answer in the pool.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from care_verl.verifier.grade import failure_result, grade_request
-from care_verl.verifier.pool import VerifierPool, as_request, get_shared_pool
+from care_verl.verifier.pool import GRADER_ENV, VerifierPool, as_request, get_shared_pool
 from care_verl.verifier.request import GradeRequest
 
 __all__ = ["score_request", "score_requests"]
@@ -22,6 +24,8 @@ logger = logging.getLogger(__name__)
 
 
 def _fast(request: GradeRequest) -> dict[str, Any] | None:
+    if os.environ.get(GRADER_ENV):  # a replaced grader decides every answer, in the pool
+        return None
     try:
         return grade_request(request, slow=False)
     except Exception as exc:  # noqa: BLE001 - bad input must cost a row, not the training step

@@ -36,6 +36,7 @@ __all__ = ["VerifierPool", "as_request", "get_shared_pool", "DEFAULT_GRADER", "D
 logger = logging.getLogger(__name__)
 
 DEFAULT_GRADER = "care_verl.verifier.grade:grade_item"
+GRADER_ENV = "CARE_VERIFIER_GRADER"  # "module:function" replacing DEFAULT_GRADER in the shared pool
 # math-verify's own default per comparison; normal answers take milliseconds.
 DEFAULT_TIMEOUT_S = 5.0
 # Generous: a cold worker imports sympy + math-verify (1-3 s, more on a loaded machine).
@@ -310,14 +311,16 @@ def get_shared_pool() -> VerifierPool:
     """The process-wide pool used by `care_verl.reward.compute_score` (created lazily).
 
     Sized by ``CARE_VERIFIER_WORKERS`` (default 2: reward workers are many and each has its own
-    pool). A process forked after creation gets a fresh pool rather than its parent's pipes.
+    pool); ``CARE_VERIFIER_TIMEOUT_S`` bounds each answer and ``CARE_VERIFIER_GRADER``
+    (``module:function``) replaces the grader (e.g. a stricter one, or a faulty one in tests). A process forked after creation gets a fresh pool rather than its parent's pipes.
     """
     global _shared, _shared_pid
     with _shared_lock:
         if _shared is None or _shared_pid != os.getpid():
             workers = int(os.environ.get("CARE_VERIFIER_WORKERS", "2"))
             timeout_s = float(os.environ.get("CARE_VERIFIER_TIMEOUT_S", DEFAULT_TIMEOUT_S))
-            _shared = VerifierPool(num_workers=workers, timeout_s=timeout_s)
+            grader = os.environ.get(GRADER_ENV) or DEFAULT_GRADER
+            _shared = VerifierPool(num_workers=workers, timeout_s=timeout_s, grader=grader)
             _shared_pid = os.getpid()
         return _shared
 

@@ -53,6 +53,16 @@ def test_rgr_generated_and_kept_the_batch_size(care):
         assert sum(reflected) >= 1
 
 
+def test_rgr_logprob_recompute_sends_only_the_replaced_rows(care):
+    """With log-prob micro-batches of 4, the replaced rows are topped up to 4 distinct rows
+    (TransferQueue rejects a repeated key), not the whole 16-row batch."""
+    metrics, _ = care
+    for m in metrics:
+        d = m["data"]
+        assert d["rgr/logprob_rows"] % 4 == 0
+        assert max(4, d["rgr/generated"]) <= d["rgr/logprob_rows"] < BATCH_ROWS
+
+
 def test_replaced_rows_carry_masked_cue_tokens(care):
     metrics, _ = care
     for m in metrics:

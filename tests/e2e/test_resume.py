@@ -3,12 +3,13 @@ checkpoint with the same data order and step counter, and matches an uninterrupt
 
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+
+from processes import kill_leftovers, launch, steps_logged
 
 pytestmark = pytest.mark.e2e
 
@@ -25,33 +26,7 @@ def _args(run_dir, reward):
 
 
 def _launch(run_dir, reward):
-    log = open(Path(run_dir) / "launch.log", "ab")
-    return subprocess.Popen(_args(run_dir, reward), cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-
-
-def _steps_logged(run_dir) -> set[int]:
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.exists():
-        return set()
-    import json
-
-    return {json.loads(line)["step"] for line in path.read_text().splitlines() if line.strip()}
-
-
-def _kill_leftovers(run_dir) -> None:
-    """SIGKILL any process of that run that left the session (Ray daemons), found by the run
-    directory in its environment. Never touches other runs' processes."""
-    import psutil
-
-    marker = str(Path(run_dir) / "metrics.jsonl")
-    for p in psutil.process_iter():
-        try:
-            if p.environ().get("VERL_FILE_LOGGER_PATH") == marker:
-                p.kill()
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            pass
-    time.sleep(1)
+    return launch(_args(run_dir, reward), run_dir)
 
 
 @pytest.fixture(scope="module")
@@ -64,13 +39,13 @@ def runs(tmp_path_factory):
     killed = tmp_path_factory.mktemp("resume_killed")
     proc = _launch(killed, reward)
     deadline = time.time() + 600
-    while 3 not in _steps_logged(killed):  # the step-2 checkpoint exists once step 3 is logged
+    while 3 not in steps_logged(killed):  # the step-2 checkpoint exists once step 3 is logged
         assert proc.poll() is None, (killed / "launch.log").read_text()[-3000:]
         assert time.time() < deadline
         time.sleep(0.5)
     os.killpg(proc.pid, signal.SIGKILL)  # the driver and everything in its session
     proc.wait()
-    _kill_leftovers(killed)
+    kill_leftovers(killed)
     proc = _launch(killed, reward)
     assert proc.wait(timeout=600) == 0, (killed / "launch.log").read_text()[-3000:]
     return straight, killed

@@ -1,0 +1,215 @@
+"""Aggregation, signature and plotting functions on synthetic metrics (no training)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from care_verl.demo import analysis as A
+from care_verl.demo import compare as C
+
+VAL = "val-core/synthetic_bars/acc/mean@1"
+
+
+def fake_metrics(val: dict[int, float], steps: int = 20, rgr: bool = False, acc0: float = 0.3) -> list[dict]:
+    rows = []
+    for s in range(0, steps + 1):
+        d = {}
+        if s in val:
+            d[VAL] = val[s]
+        if s > 0:
+            d["critic/score/mean"] = acc0 + 0.01 * s
+            d["care/accuracy"] = acc0 + 0.01 * s
+            d["timing_s/step"] = 3.0
+            if rgr:
+                d["rgr/generated"] = 4.0
+                d["rgr/repaired"] = 1.0 if s % 2 else 0.0
+        rows.append({"step": s, "data": d})
+    return rows
+
+
+def event(step, rewards, roles, correct, k_prime, reflected=None, k=4, s=0.5):
+    members = [r in (A.ANCHOR, A.HARD_NEGATIVE) for r in roles]
+    z = A.subgroup_raw_z(rewards, members)
+    eq = math.sqrt(k / k_prime)
+    adv = [z[i] * eq if roles[i] == A.ANCHOR else (-s * abs(z[i]) * eq if members[i] else 0.0)
+           for i in range(len(roles))]
+    return {"step": step, "rows": list(range(len(roles))), "roles": roles, "k_prime": k_prime, "correct": correct,
+            "reward": rewards, "advantage": adv, "reflected": reflected or [False] * len(roles)}
+
+
+def binary_group(step, k_prime, n=8):
+    """One correct anchor and k_prime failed negatives with equal rewards (the paper's ideal case)."""
+    roles = [A.ANCHOR] + [A.HARD_NEGATIVE] * k_prime + [0] * (n - 1 - k_prime)
+    correct = [True] + [False] * (n - 1)
+    rewards = [1.0] + [0.0] * (n - 1)
+    return event(step, rewards, roles, correct, k_prime)
+
+
+def test_read_metrics_keeps_the_last_line_of_a_step(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    lines = [{"step": 1, "data": {"a": 1}}, {"step": 2, "data": {"a": 2}}, {"step": 1, "data": {"a": 3}}]
+    path.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    got = A.read_metrics(path)
+    assert [m["step"] for m in got] == [1, 2]
+    assert got[0]["data"]["a"] == 3
+
+
+def test_val_accuracy_and_run_summary():
+    m = fake_metrics({0: 0.3, 10: 0.4, 20: 0.6})
+    assert A.val_accuracy(m) == ([0, 10, 20], [0.3, 0.4, 0.6])
+    s = A.run_summary(m)
+    assert s["start"] == 0.3 and s["final"] == 0.6 and s["best"] == 0.6
+    assert s["gain"] == pytest.approx(0.3)
+    assert s["last_k_mean"] == pytest.approx(0.5)
+    assert s["auc"] == pytest.approx(0.5)
+
+
+def test_signature_matches_sqrt_k_for_binary_rewards():
+    events = [binary_group(1, k) for k in (1, 2, 3, 4) for _ in range(3)]
+    pts = A.signature_points(events)
+    stats = A.signature_stats(pts)
+    for k in (1, 2, 3, 4):
+        assert stats["per_k"][k]["anchor_mean_z"] == pytest.approx(math.sqrt(k), rel=1e-4)
+        assert stats["per_k"][k]["negative_mean_z"] == pytest.approx(-1 / math.sqrt(k), rel=1e-4)
+    assert stats["r_anchor_z_vs_sqrtk"] == pytest.approx(1.0, abs=1e-6)
+    assert stats["r_negative_z_vs_inv_sqrtk"] == pytest.approx(1.0, abs=1e-6)
+    assert stats["anchor_zeta_mean"] == pytest.approx(1.0, rel=1e-4)
+    # final advantages: anchor sqrt(K/K')*sqrt(K') = sqrt(K) = 2
+    assert all(p.advantage == pytest.approx(2.0, rel=1e-4) for p in pts if p.role == A.ANCHOR)
+
+
+def test_signature_skips_rescue_groups_and_repaired_negatives():
+    rescue = {"step": 1, "rows": [0, 1, 2], "roles": [A.PSEUDO_ANCHOR, A.PSEUDO_NEGATIVE, 0], "k_prime": 1,
+              "correct": [False] * 3, "reward": [0.1, 0.0, 0.0], "advantage": [0.1, -0.1, 0], "reflected": [False] * 3}
+    repaired = event(1, [1.0, 1.0, 0.0], [A.ANCHOR, A.HARD_NEGATIVE, A.HARD_NEGATIVE], [True, True, False], 2,
+                     reflected=[False, True, False])
+    pts = A.signature_points([rescue, repaired])
+    assert {p.role for p in pts} == {A.ANCHOR, A.HARD_NEGATIVE}
+    stats = A.signature_stats(pts)
+    assert stats["n_anchor"] == 1 and stats["n_negative"] == 1  # the repaired (now correct) row is left out
+
+
+def test_subgroup_raw_z_matches_core():
+    torch = pytest.importorskip("torch")
+    from care_verl.core.advantages import subgroup_zscore
+
+    rewards = [1.1, 0.1, 0.0, 0.1, 1.0]
+    members = [True, True, True, False, True]
+    ours = A.subgroup_raw_z(rewards, members)
+    core = subgroup_zscore(torch.tensor([rewards]), torch.tensor([members]), 1e-6)[0].tolist()
+    assert ours == pytest.approx(core, abs=1e-5)
+
+
+def test_rgr_success_pools_over_steps():
+    m = fake_metrics({0: 0.3}, steps=10, rgr=True)
+    r = A.rgr_success(m)
+    assert r["generated"] == 40 and r["repaired"] == 5
+    assert r["success_rate"] == pytest.approx(0.125)
+    assert math.isnan(A.rgr_success(fake_metrics({0: 0.3}))["success_rate"])
+
+
+def test_pre_rgr_accuracy_counts_repaired_rows_as_failures():
+    e = {"step": 3, "correct": [True, True, False, False], "reflected": [False, True, False, False]}
+    assert A.pre_rgr_accuracy([e]) == ([3], [0.25])
+
+
+def test_rollout_accuracy_from_dumps(tmp_path):
+    d = tmp_path / "rollouts"
+    d.mkdir()
+    (d / "1.jsonl").write_text("\n".join(json.dumps({"score": s}) for s in (1.1, 0.1, 1.0, 0.0)))
+    (d / "2.jsonl").write_text("\n".join(json.dumps({"score": s}) for s in (1.1, 1.1, 1.0, 0.1)))
+    assert A.rollout_accuracy(d) == ([1, 2], [0.5, 0.75])
+
+
+def test_aggregate_curves_and_summaries():
+    curves = [([0, 10, 20], [0.3, 0.4, 0.5]), ([0, 10, 20], [0.3, 0.5, 0.7]), ([0, 10], [0.3, 0.6])]
+    agg = A.aggregate_curves(curves)
+    assert agg["steps"] == [0, 10]
+    assert agg["mean"] == pytest.approx([0.3, 0.5])
+    assert agg["min"] == pytest.approx([0.3, 0.4]) and agg["max"] == pytest.approx([0.3, 0.6])
+    s = A.summarize([0.2, 0.4, float("nan")])
+    assert s["n"] == 2 and s["mean"] == pytest.approx(0.3) and s["std"] == pytest.approx(0.1)
+    assert A.windowed([1, 2, 3, 4, 5], [1, 2, 3, 4, 5], 2) == ([2, 4], [1.5, 3.5])
+
+
+def _runs():
+    runs = {}
+    for name, finals in (("grpo", (0.5, 0.6, 0.7)), ("care", (0.6, 0.7, 0.8))):
+        runs[name] = []
+        for seed, f in enumerate(finals):
+            m = fake_metrics({0: 0.3, 10: (0.3 + f) / 2, 20: f}, rgr=name == "care")
+            events = [binary_group(s, k) for s in range(1, 4) for k in (2, 4)] if name == "care" else []
+            runs[name].append({"seed": seed, "metrics": m, "events": events,
+                               "rollout_acc": ([1, 2, 3, 4], [0.2, 0.3, 0.4, 0.5])})
+    return runs
+
+
+def test_collect_and_tables():
+    stats = C.collect(_runs())
+    assert stats["grpo"]["final"]["mean"] == pytest.approx(0.6)
+    assert stats["care"]["final"]["mean"] == pytest.approx(0.7)
+    assert stats["care"]["final"]["std"] == pytest.approx(math.sqrt(2 / 3) * 0.1)
+    assert stats["grpo"]["rollout_first_quarter"]["mean"] == pytest.approx(0.2)
+    assert "rgr" in stats["care"] and "rgr" not in stats["grpo"]
+    assert stats["care"]["signature"]["r_anchor_z_vs_sqrtk"] == pytest.approx(1.0)
+    table = C.markdown_table(stats)
+    assert "| grpo | 3 |" in table and "0.700 ± 0.082" in table
+    assert "| care |" in C.rgr_table(stats) and "grpo" not in C.rgr_table(stats)
+    assert "1.000" in C.signature_table(stats)
+
+
+def test_seed_overrides_cover_every_seed_key():
+    keys = {o.split("=")[0] for o in C.seed_overrides(3)}
+    assert {"data.seed", "actor_rollout_ref.rollout.seed", "care.seed", "actor_rollout_ref.actor.data_loader_seed",
+            "actor_rollout_ref.actor.fsdp_config.seed"} <= keys
+    assert all(o.endswith("=3") for o in C.seed_overrides(3))
+
+
+def test_seed_overrides_compose_with_the_demo_recipe():
+    from care_verl.adapter.main import build_config
+
+    c = build_config(["+recipe=demo_cpu", *C.seed_overrides(7), *C.VARIANTS["grpo"]])
+    assert c.data.seed == 7 and c.actor_rollout_ref.rollout.seed == 7 and c.care.seed == 7
+    assert c.algorithm.adv_estimator == "grpo"
+    assert c.trainer.v1.sampler.custom_sampler.name == "FastPollReplayBuffer"
+
+
+def _check_png(path):
+    from PIL import Image
+
+    assert path.exists() and path.stat().st_size > 5_000
+    with Image.open(path) as im:
+        im.verify()
+
+
+def test_plots_are_written(tmp_path):
+    from care_verl.demo import plots as P
+
+    runs = _runs()
+    m = runs["care"][0]["metrics"]
+    P.plot_curves(m, tmp_path / "curves.png", sft_point={"greedy_acc": 0.3}, rollout_acc=([1, 2], [0.2, 0.3]))
+    P.plot_signature(A.signature_points(runs["care"][0]["events"]), tmp_path / "sig.png")
+    P.plot_rgr(m, tmp_path / "rgr.png")
+    stats = C.collect(runs)
+    P.plot_compare({k: v["curves"] for k, v in stats.items()}, tmp_path / "cmp.png")
+    for name in ("curves.png", "sig.png", "rgr.png", "cmp.png"):
+        _check_png(tmp_path / name)
+
+
+def test_report_from_runs_on_disk(tmp_path):
+    for name, seeds in _runs().items():
+        for r in seeds:
+            d = tmp_path / name / f"seed{r['seed']}"
+            d.mkdir(parents=True)
+            (d / "metrics.jsonl").write_text("\n".join(json.dumps(x) for x in r["metrics"]))
+            if r["events"]:
+                (d / "care_events.jsonl").write_text("\n".join(json.dumps(e) for e in r["events"]))
+    result = C.report(tmp_path, [0, 1, 2], 20, [0], {"task": "bars", "command": "x", "sft_model": "m"})
+    assert set(result["variants"]) == {"grpo", "care"}
+    assert "repair" in result["rgr_modes"]
+    md = (tmp_path / "compare.md").read_text()
+    assert "| care | 3 |" in md
+    _check_png(tmp_path / "compare_heldout.png")
