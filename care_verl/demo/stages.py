@@ -42,7 +42,7 @@ class SFTSettings:
 @dataclass
 class RLSettings:
     recipe: str = "demo_cpu"
-    steps: int = 80
+    steps: int = 60
     test_freq: int = 10
     dump_rollouts: bool = True
     extra: list[str] = field(default_factory=list)

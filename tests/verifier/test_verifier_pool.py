@@ -176,3 +176,18 @@ def test_batch_accepts_compute_score_style_dicts() -> None:
         assert [r["score"] for r in pool.score_batch(items)] == [1.0, 1.1]
         results, counts = score_requests(items, pool=pool)
     assert [r["acc"] for r in results] == [1.0, 1.0] and counts == {"n": 2, "timeouts": 0, "errors": 0}
+
+
+def test_a_replaced_grader_decides_every_answer_in_the_pool(monkeypatch) -> None:
+    """CARE_VERIFIER_GRADER sends even fast-path answers (plain numbers) to the pool's grader."""
+    from care_verl.verifier.api import score_requests
+    from care_verl.verifier.pool import GRADER_ENV
+
+    numeric = _req("HANG 4", gold="4", answer_type="numeric")
+    with VerifierPool(num_workers=1, timeout_s=1.0, grader="verifier_hooks:hang_on_trigger") as pool:
+        _, counts = score_requests([numeric], pool=pool)
+        assert counts["timeouts"] == 0  # decided in-process; the pool's grader never saw it
+        monkeypatch.setenv(GRADER_ENV, "verifier_hooks:hang_on_trigger")
+        results, counts = score_requests([numeric, _req("4", gold="4", answer_type="numeric")], pool=pool)
+        assert counts["timeouts"] == 1
+        assert results[0]["acc"] == 0.0 and results[1]["acc"] == 1.0
