@@ -11,6 +11,7 @@ checked before Ray starts (:mod:`care_verl.adapter.validate`), and verl's traine
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -141,15 +142,16 @@ def ray_worker_death(exc: BaseException) -> BaseException | None:
 
     deaths = tuple(getattr(rex, n) for n in ("RayActorError", "ActorDiedError", "WorkerCrashedError",
                                              "ActorUnavailableError", "NodeDiedError") if hasattr(rex, n))
-    seen = set()
+    seen, found = set(), None
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
         if isinstance(exc, deaths):
-            return exc
+            found = exc  # keep walking: the innermost one names the worker and the reason
         exc = getattr(exc, "cause", None) or exc.__cause__ or exc.__context__
-    return None
+    return found
 
 
 def first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:300] if text else ""
+    """The first non-empty line of ``exc``'s message, without terminal colour codes."""
+    lines = [line.strip() for line in re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).splitlines() if line.strip()]
+    return lines[0][:300] if lines else ""
