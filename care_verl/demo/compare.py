@@ -217,6 +217,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def plan_jobs(root: Path, args: argparse.Namespace) -> list[tuple[Path, str, list[str], int, int]]:
+    """``(run_dir, name, overrides, seed, steps)`` of every run: the variants x seeds, then the RGR modes."""
+    rgr_steps = args.rgr_steps or args.steps
+    jobs = [(root / v / f"seed{s}", v, VARIANTS[v], s, args.steps) for s in args.seeds for v in args.variants]
+    jobs += [(root / "rgr_modes" / m / f"seed{s}", f"rgr_{m}", RGR_MODES[m], s, rgr_steps)
+             for s in args.rgr_seeds for m in args.rgr_modes if m != "repair"]
+    # names go into a Hydra override value: keep them to [A-Za-z0-9_]
+    return [(d, name, [*ov, *seed_overrides(seed), f"trainer.experiment_name=compare_{name}_s{seed}"], seed, steps)
+            for d, name, ov, seed, steps in jobs]
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     extra: list[str] = []
@@ -249,17 +260,13 @@ def main(argv: list[str] | None = None) -> int:
                 "steps": args.steps, "seeds": args.seeds, "rgr_seeds": args.rgr_seeds,
                 "rgr_steps": args.rgr_steps or args.steps, "extra": extra}
         meta_path.write_text(json.dumps(meta, indent=2))
-        rgr_steps = args.rgr_steps or args.steps
-        jobs = [(root / v / f"seed{s}", v, VARIANTS[v], s, args.steps) for s in args.seeds for v in args.variants]
-        jobs += [(root / "rgr_modes" / m / f"seed{s}", f"rgr={m}", RGR_MODES[m], s, rgr_steps)
-                 for s in args.rgr_seeds for m in args.rgr_modes if m != "repair"]
+        jobs = plan_jobs(root, args)
         for i, (run_dir, name, overrides, seed, steps) in enumerate(jobs, 1):
             if run_complete(run_dir, steps):
                 say(f"[compare] {i}/{len(jobs)} {name} seed {seed}: done already")
                 continue
             rl = RLSettings(recipe=args.recipe, steps=steps, test_freq=args.test_freq,
-                            extra=[*data_overrides(args.task, args.difficulty, 200), *overrides,
-                                   *seed_overrides(seed), f"trainer.experiment_name=compare_{name}_s{seed}", *extra])
+                            extra=[*data_overrides(args.task, args.difficulty, 200), *overrides, *extra])
             t = time.time()
             try:
                 run_rl_stage(run_dir, sft_model, rl, desc=f"{i}/{len(jobs)} {name} seed {seed}", quiet=args.quiet,

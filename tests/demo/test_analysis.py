@@ -213,3 +213,21 @@ def test_report_from_runs_on_disk(tmp_path):
     md = (tmp_path / "compare.md").read_text()
     assert "| care | 3 |" in md
     _check_png(tmp_path / "compare_heldout.png")
+
+
+def test_every_planned_run_has_overrides_hydra_accepts(tmp_path):
+    """Each comparison run's overrides parse with Hydra's grammar (a '=' in a run name once broke
+    every RGR-mode run), and the plan covers variants x seeds plus the RGR modes at their budget."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from care_verl.demo import compare as C
+
+    args = C.build_parser().parse_args(["--seeds", "0", "1", "--rgr-steps", "20"])
+    jobs = C.plan_jobs(tmp_path, args)
+    parser = OverridesParser.create()
+    for _, name, overrides, seed, _ in jobs:
+        parsed = parser.parse_overrides(overrides)
+        assert any(o.key_or_group == "care.seed" and o.value() == seed for o in parsed)
+    names = [(name, seed, steps) for _, name, _, seed, steps in jobs]
+    assert names[:6] == [(v, s, 60) for s in (0, 1) for v in ("grpo", "care", "care_no_rgr")]
+    assert names[6:] == [("rgr_promptless", 0, 20), ("rgr_random", 0, 20)]
