@@ -178,7 +178,8 @@ def report(root: Path, seeds: list[int], steps: int, rgr_seeds: list[int], meta:
             curves = [A.windowed(*r["rollout_acc"], 10) for r in seeds_runs if r["rollout_acc"][0]]
             roll[name] = {"runs": curves, "agg": A.aggregate_curves(curves)}
         plots["rollout"] = P.plot_compare(roll, root / "compare_rollout.png",
-                                          title="training rollout accuracy (T=1, fresh prompts), 10-step means")
+                                          title="training rollout accuracy (T=1, fresh prompts), 10-step means",
+                                          ylabel="rollout accuracy (T=1, before RGR)")
     md = [f"# GRPO vs CARE vs CARE without RGR ({meta.get('task', '')})", "",
           f"Command: `{meta.get('command', '')}`", "",
           f"Start model: {meta.get('sft_model', '')}", "", f"RL steps per run: {steps}; seeds: {seeds}", "",

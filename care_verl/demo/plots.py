@@ -142,7 +142,8 @@ def plot_rgr(metrics: list[dict], out: str | Path) -> str:
 VARIANT_COLORS = {"grpo": "tab:gray", "care": "tab:red", "care_no_rgr": "tab:orange"}
 
 
-def plot_compare(curves: dict[str, dict], out: str | Path, title: str = "") -> str:
+def plot_compare(curves: dict[str, dict], out: str | Path, title: str = "",
+                 ylabel: str = "held-out accuracy (greedy)") -> str:
     """Held-out accuracy per variant: mean across seeds, band = min..max, thin lines = seeds.
 
     ``curves``: {variant: {"agg": aggregate_curves(...), "runs": [(steps, values), ...]}}."""
@@ -157,7 +158,7 @@ def plot_compare(curves: dict[str, dict], out: str | Path, title: str = "") -> s
             ax.plot(agg["steps"], agg["mean"], "o-", color=color, lw=2, ms=3, label=f"{name} (n={len(c['runs'])})")
             ax.fill_between(agg["steps"], agg["min"], agg["max"], color=color, alpha=0.15)
     ax.set_xlabel("RL step")
-    ax.set_ylabel("held-out accuracy (greedy)")
+    ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title(title or "held-out accuracy: mean over seeds, band = min..max")
