@@ -9,9 +9,9 @@ lets a run plug in its own sampler class, which this is:
     trainer.v1.sampler.custom_sampler.name=FastPollReplayBuffer
     +trainer.v1.sampler.sampler_kwargs.poll_interval=0.05
 
-It is verl's *synchronous* ``ReplayBuffer`` for every trainer mode (also CARE's ``care_sync``,
-for which verl would otherwise pick ``ReplayBufferAsync`` because the mode name is not
-``"sync"``), so GRPO and CARE runs sample batches the same way. Group filtering (DAPO) is not
+It is verl's *synchronous* ``ReplayBuffer`` whatever the trainer mode (CARE's ``care_sync``
+trainer already runs in verl's ``"sync"`` mode, see ``care_verl.adapter.trainer``), so GRPO and
+CARE runs sample batches the same way. Group filtering (DAPO) is not
 supported through this class (verl does not pass custom samplers its filter settings).
 """
 

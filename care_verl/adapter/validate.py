@@ -76,20 +76,28 @@ def _is_remote(path: str) -> bool:
     return "://" in path and not path.startswith("file://")
 
 
+def _listed(value) -> list[str]:
+    """A data key's value (one path or a list of paths) as a list of strings."""
+    if value is None:
+        return []
+    return [str(v) for v in value] if isinstance(value, (list, ListConfig)) else [str(value)]
+
+
+def _local_paths(paths: list[str]) -> list[str]:
+    """The local ones of ``paths``, ``file://`` stripped (hdfs:// and similar are copied by verl's own loader)."""
+    return [p[len("file://") :] if p.startswith("file://") else p for p in paths if not _is_remote(p)]
+
+
 def _check_files(config: DictConfig, key: str, required: bool) -> None:
     value = _get(config, key)
     if value is None:
         if required:
             raise ConfigError(f"{key} is not set")
         return
-    paths = list(value) if isinstance(value, (list, ListConfig)) else [value]
+    paths = _listed(value)
     if required and not paths:
         raise ConfigError(f"{key} is empty")
-    for path in paths:
-        path = str(path)
-        if _is_remote(path):
-            continue  # hdfs:// and similar are copied by verl's own loader
-        local = path[len("file://") :] if path.startswith("file://") else path
+    for local in _local_paths(paths):
         if not os.path.exists(local):
             raise ConfigError(f"{key}: data file not found: {local}")
 
@@ -98,17 +106,10 @@ def _check_data_rows(config: DictConfig, key: str) -> None:
     """Every row of every local parquet file must be one verl and the reward can use (``run.check_data``)."""
     from care_verl.data.check import check_rl_file
 
-    value = _get(config, key)
-    if value is None:
-        return
     prompt_key = _get(config, "data.prompt_key") or "prompt"
     image_key = _get(config, "data.image_key")
     bad = []
-    for path in list(value) if isinstance(value, (list, ListConfig)) else [value]:
-        path = str(path)
-        if _is_remote(path):
-            continue
-        local = path[len("file://") :] if path.startswith("file://") else path
+    for local in _local_paths(_listed(_get(config, key))):
         result = check_rl_file(local, prompt_key=prompt_key, image_key=image_key)
         if result.total_problems:
             bad.append(result)
