@@ -88,20 +88,23 @@ def group_index(uids) -> torch.Tensor:
     return torch.as_tensor(inverse, dtype=torch.long)
 
 
-def verifier_fault_counts(extra_fields) -> dict[str, float]:
+def reward_infos(extra_fields) -> list[dict]:
+    """Each row's ``reward_extra_info`` (what the reward function returned besides the score)."""
+    return [(f or {}).get("reward_extra_info", {}) if isinstance(f, dict) else {} for f in extra_fields]
+
+
+def verifier_fault_counts(infos: list[dict]) -> dict[str, float]:
     """Rows whose verifier timed out / failed (scored 0, see care_verl.verifier.pool), as metrics."""
-    infos = [(f or {}).get("reward_extra_info", {}) if isinstance(f, dict) else {} for f in extra_fields]
     return {
         "reward/verifier_timeouts": float(sum(int(i.get("verifier_timeout") or 0) for i in infos)),
         "reward/verifier_errors": float(sum(int(i.get("verifier_error") or 0) for i in infos)),
     }
 
 
-def verifier_accuracy(extra_fields) -> torch.Tensor:
+def verifier_accuracy(infos: list[dict]) -> torch.Tensor:
     """Per-row ``acc`` from the reward function's extra info (CARE's pass/fail gate)."""
     acc = []
-    for i, fields in enumerate(extra_fields):
-        info = (fields or {}).get("reward_extra_info", {}) if isinstance(fields, dict) else {}
+    for i, info in enumerate(infos):
         if "acc" not in info:
             raise KeyError(
                 f"row {i}: the reward function returned no 'acc'; CARE decides correctness from the "
@@ -180,12 +183,13 @@ class CarePPOTrainer(PPOTrainerSync):
         data = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=fields)
         mask = padded(data["response_mask"]).float()
         old_lp = padded(data["old_log_probs"]).float()
+        infos = reward_infos(as_list(data["extra_fields"]))
         return {
             "response_mask_nested": data["response_mask"],
             "mask": mask,
             "reward": padded(data["rm_scores"]).sum(-1).float(),
-            "correct": verifier_accuracy(as_list(data["extra_fields"])),
-            "verifier_faults": verifier_fault_counts(as_list(data["extra_fields"])),
+            "correct": verifier_accuracy(infos),
+            "verifier_faults": verifier_fault_counts(infos),
             "index": group_index(as_list(data["uid"])),
             "old_lp_mean": (old_lp * mask).sum(-1) / mask.sum(-1).clamp_min(1),
             "embeddings": padded(data[EMBED_KEY]).float(),
