@@ -2,7 +2,8 @@
 
 For every group with a correct anchor and at least one failure, one failure is re-decoded once
 from a *repaired context*: the original prompt, the failed response's reasoning up to its
-``</think>`` (all of it when unclosed), and a repair cue. The new row replaces the old one in
+``</think>`` (when unclosed: up to its first ``<answer>``, end-of-turn tokens dropped), and a
+repair cue. The new row replaces the old one in
 place; its response is ``failed-think prefix + cue + continuation`` and the cue's tokens get
 response-mask 0 (the policy never produced them, so they get no loss). The generation call
 itself, verification and log-prob recomputation live in the verl adapter.
@@ -29,6 +30,7 @@ class RepairPlan:
         prefix: token ids of the reused reasoning (the response up to its think-close tag).
         cue: token ids of the repair cue (empty for promptless/random).
         budget: the continuation's token budget (the response length).
+        unclosed: the reused response had no think-close tag (its prefix was cut, see `think_prefix`).
     """
 
     row: int
@@ -36,6 +38,7 @@ class RepairPlan:
     prefix: list[int]
     cue: list[int]
     budget: int
+    unclosed: bool = False
 
     @property
     def context_response(self) -> list[int]:
@@ -52,10 +55,36 @@ def find_subsequence(ids: list[int], pattern: tuple[int, ...]) -> int:
     return -1
 
 
-def think_prefix(response: list[int], close_variants: tuple[tuple[int, ...], ...]) -> list[int]:
-    """The response up to (excluding) its first think-close tag; the whole response if unclosed."""
-    hits = [i for i in (find_subsequence(response, v) for v in close_variants) if i >= 0]
-    return response[: min(hits)] if hits else list(response)
+def _first_hit(ids: list[int], variants: tuple[tuple[int, ...], ...]) -> int:
+    hits = [i for i in (find_subsequence(ids, v) for v in variants) if i >= 0]
+    return min(hits) if hits else -1
+
+
+def think_prefix(
+    response: list[int],
+    close_variants: tuple[tuple[int, ...], ...],
+    answer_open_variants: tuple[tuple[int, ...], ...] = (),
+    stop_ids: tuple[int, ...] = (),
+) -> list[int]:
+    """The reasoning RGR reuses: the response up to (excluding) its first think-close tag.
+
+    An unclosed response (a format failure) is cut before its first answer-open tag, and its
+    trailing ``stop_ids`` (EOS, end-of-turn, padding) are dropped: otherwise the old answer would
+    be graded again and the continuation would start after an end-of-turn token.
+    """
+    close = _first_hit(response, close_variants)
+    if close >= 0:
+        return response[:close]
+    answer = _first_hit(response, answer_open_variants)
+    prefix = list(response[:answer] if answer >= 0 else response)
+    while prefix and prefix[-1] in stop_ids:
+        prefix.pop()
+    return prefix
+
+
+def is_unclosed(response: list[int], close_variants: tuple[tuple[int, ...], ...]) -> bool:
+    """True when ``response`` has no think-close tag."""
+    return _first_hit(response, close_variants) < 0
 
 
 def choose_sources(
@@ -88,24 +117,29 @@ def plan_repairs(
     cue: list[int],
     max_prompt_length: int,
     max_response_length: int,
+    answer_open_variants: tuple[tuple[int, ...], ...] = (),
+    stop_ids: tuple[int, ...] = (),
 ) -> tuple[list[RepairPlan], list[int]]:
     """Plans for every target whose repaired context fits the prompt length limit.
 
     The repaired context (prompt + reused reasoning + cue) is what the engine is prompted with,
     so it must fit ``max_prompt_length``; the continuation gets up to ``max_response_length``.
     The whole row therefore stays within ``max_prompt_length + max_response_length`` tokens.
+    A response without a think-close tag is cut by `think_prefix` and its plan is marked
+    ``unclosed`` (counted by the adapter as ``rgr/unclosed_think``).
 
     Returns:
         (plans, skipped_rows).
     """
     plans, skipped = [], []
     for row, src in zip(targets, sources):
-        prefix = think_prefix(responses[src], close_variants)
+        prefix = think_prefix(responses[src], close_variants, answer_open_variants, stop_ids)
         context = len(prompts[src]) + len(prefix) + len(cue)
         if context > max_prompt_length:
             skipped.append(row)
             continue
-        plans.append(RepairPlan(row, src, prefix, list(cue), max_response_length))
+        unclosed = is_unclosed(responses[src], close_variants)
+        plans.append(RepairPlan(row, src, prefix, list(cue), max_response_length, unclosed))
     return plans, skipped
 
 

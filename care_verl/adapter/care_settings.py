@@ -40,7 +40,7 @@ class RegionSettings:
     """Region-weighted token objective: where each row's advantage lands."""
 
     mode: str = field(default="region", metadata=_help("region (paper) | answer_only | uniform (GRPO-like)."))
-    tau_pos: float = field(default=0.005, metadata=_help("Weight of think tokens of rows with A > 0 (paper 0.005)."))
+    tau_pos: float = field(default=0.005, metadata=_help("Weight of think tokens of correct rows with A > 0 (paper 0.005)."))
     eps_w: float = field(default=1e-6, metadata=_help("Added to each row's weight sum."))
 
 

@@ -62,6 +62,10 @@ class RgrRunner:
         self.trainer = trainer
         self.settings = settings
         self.close_variants = span_tags.think.close if span_tags.think is not None else ()
+        # an unclosed failure is cut before its answer and end-of-turn tokens (reflection.think_prefix)
+        self.answer_open_variants = span_tags.answer.open if span_tags.answer is not None else ()
+        tok = trainer.tokenizer
+        self.stop_ids = tuple({i for i in (tok.eos_token_id, tok.pad_token_id) if i is not None})
         cue = settings.cue if settings.mode == "repair" else ""
         self.cue_ids = trainer.tokenizer.encode(cue, add_special_tokens=False) if cue else []
         self._reward_fn = None
@@ -161,9 +165,10 @@ class RgrRunner:
         plans, skipped = plan_repairs(
             targets.tolist(), sources.tolist(), {i: r["prompts"] for i, r in rows.items()},
             {i: r["responses"] for i, r in rows.items()}, self.close_variants, self.cue_ids,
-            data_cfg.max_prompt_length, data_cfg.max_response_length,
+            data_cfg.max_prompt_length, data_cfg.max_response_length, self.answer_open_variants, self.stop_ids,
         )
         m["rgr/skipped_too_long"] = float(len(skipped))
+        m["rgr/unclosed_think"] = float(sum(plan.unclosed for plan in plans))
         start = time.perf_counter()
         woke = self._wake() if plans else False
         try:

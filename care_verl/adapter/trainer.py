@@ -38,6 +38,7 @@ from care_verl.core import (
     care_diagnostics,
     extract_spans,
     region_token_advantages,
+    rescue_anchor_score,
     tag_tokens,
 )
 
@@ -191,7 +192,7 @@ class CarePPOTrainer(PPOTrainerSync):
             "correct": verifier_accuracy(infos),
             "verifier_faults": verifier_fault_counts(infos),
             "index": group_index(as_list(data["uid"])),
-            "old_lp_mean": (old_lp * mask).sum(-1) / mask.sum(-1).clamp_min(1),
+            "old_lp_score": rescue_anchor_score(old_lp, mask, self.care.advantage.rescue_anchor),
             "embeddings": padded(data[EMBED_KEY]).float(),
             "spans": self._response_spans(padded(data["responses"]), mask),
             "prompt_indices": sorted({int((e or {}).get("index", -1)) for e in as_list(data["extra_info"])}),
@@ -236,7 +237,7 @@ class CarePPOTrainer(PPOTrainerSync):
         x = self._advantage_inputs(batch)
         index, correct, reward, spans = x["index"], x["correct"], x["reward"], x["spans"]
         adv, subgroups = care_advantages(
-            index, correct, reward, spans.think_len, spans.answer_len, x["embeddings"], x["old_lp_mean"],
+            index, correct, reward, spans.think_len, spans.answer_len, x["embeddings"], x["old_lp_score"],
             self.care.advantage,
         )
         reflected = torch.zeros_like(correct)
@@ -252,7 +253,7 @@ class CarePPOTrainer(PPOTrainerSync):
                 correct, reward, spans = x["correct"], x["reward"], x["spans"]
                 reflected[outcome.replaced_rows] = True
                 adv, _ = care_advantages(
-                    index, correct, reward, spans.think_len, spans.answer_len, x["embeddings"], x["old_lp_mean"],
+                    index, correct, reward, spans.think_len, spans.answer_len, x["embeddings"], x["old_lp_score"],
                     self.care.advantage, subgroups=subgroups, reflected=reflected,
                 )
             metrics["timing_s/care_rgr"] = time.perf_counter() - rgr_start
@@ -265,6 +266,7 @@ class CarePPOTrainer(PPOTrainerSync):
             self.care.region.mode,
             tau_pos=self.care.region.tau_pos,
             eps_w=self.care.region.eps_w,
+            correct=correct,
         )
         if not torch.isfinite(token_adv).all():
             raise FloatingPointError("CARE produced non-finite token advantages")

@@ -8,7 +8,8 @@ Per group (see docs/core.md for the derivation and the closed forms):
 * a correct rollout and >= 1 failure: S = anchor + K' hard negatives;
   z = (r - mean_S) / (std_S + eps) (population std), eq = sqrt(K / K') if equalize else 1;
   anchor and correct members: z * eq; failed members: -s * |z| * eq (s_refl if reflected).
-* no correct rollout, >= 2 rollouts (rescue): pseudo-anchor t (highest mean old log-prob) and K'
+* no correct rollout, >= 2 rollouts (rescue): pseudo-anchor t (highest old log-prob score:
+  the sequence sum by default, care.rescue_anchor) and K'
   pseudo-negatives (the selector with t as reference); raw: +gamma / -gamma/K';
   zscore: the pseudo-rewards +gamma / -gamma/K' go through the formula above.
 * anything else, and every row outside S: 0.
@@ -100,8 +101,9 @@ def care_advantages(
         think_len, answer_len: LongTensor[B], token counts of the think and answer spans.
         embeddings: FloatTensor[B, H], reasoning embeddings (normalised here). May be None when
             `subgroups` is given or the selector is `random`.
-        old_logprob_mean: FloatTensor[B], mean token log-prob under the old policy (rescue's
-            pseudo-anchor). May be None when `subgroups` is given or rescue is off.
+        old_logprob_mean: FloatTensor[B], each row's old-policy log-prob score for the rescue
+            pseudo-anchor (`selectors.rescue_anchor_score`: the sequence sum, or the per-token mean,
+            per ``config.rescue_anchor``). May be None when `subgroups` is given or rescue is off.
         config: CareConfig.
         subgroups: the `Subgroups` of an earlier call on the same rows; when given, membership,
             roles and K' are kept and only the z-scores are recomputed (after RGR replaced rows).

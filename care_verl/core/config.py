@@ -11,6 +11,7 @@ from typing import Any
 
 SELECTORS = ("cosine_topk", "nearest", "farthest", "mixed", "random")
 RESCUE_MODES = ("raw", "zscore", "off")
+RESCUE_ANCHORS = ("sum", "mean")
 
 
 def _help(text: str) -> dict[str, str]:
@@ -56,6 +57,11 @@ class CareConfig:
     rescue_gamma: float = field(
         default=0.1, metadata=_help("gamma > 0: pseudo-reward magnitude of the full-negative rescue.")
     )
+    rescue_anchor: str = field(
+        default="sum",
+        metadata=_help("Rescue pseudo-anchor score: sum (sequence log-prob, paper and released code) | "
+                       "mean (per-token mean, favours confident over short failures)."),
+    )
     seed: int = field(default=0, metadata=_help("Seed of the `random` selector (0 <= seed < 2**63)."))
 
     def __post_init__(self) -> None:
@@ -73,6 +79,8 @@ class CareConfig:
             raise ValueError(f"care.selector must be one of {SELECTORS}, got {self.selector!r}")
         if self.rescue not in RESCUE_MODES:
             raise ValueError(f"care.rescue must be one of {RESCUE_MODES}, got {self.rescue!r}")
+        if self.rescue_anchor not in RESCUE_ANCHORS:
+            raise ValueError(f"care.rescue_anchor must be one of {RESCUE_ANCHORS}, got {self.rescue_anchor!r}")
         _check_float(self, "rescue_gamma")
         if not self.rescue_gamma > 0:
             raise ValueError(f"care.rescue_gamma must be > 0, got {self.rescue_gamma!r}")

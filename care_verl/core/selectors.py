@@ -35,11 +35,11 @@ def choose_anchor(
 
 
 def choose_pseudo_anchor(failed: torch.Tensor, logp: torch.Tensor) -> torch.Tensor:
-    """Rescue pseudo-anchor = the failure with the highest mean old log-prob; ties: lower row.
+    """Rescue pseudo-anchor = the failure with the highest old log-prob score; ties: lower row.
 
     Args:
         failed: BoolTensor[G, N], False on padding.
-        logp: FloatTensor[G, N], mean token log-prob under the old policy (NaN counts as -inf).
+        logp: FloatTensor[G, N], each row's score from `rescue_anchor_score` (NaN counts as -inf).
 
     Returns:
         slot: LongTensor[G] (meaningless for groups without failures).
@@ -47,6 +47,28 @@ def choose_pseudo_anchor(failed: torch.Tensor, logp: torch.Tensor) -> torch.Tens
     lp = torch.where(failed, torch.nan_to_num(logp, nan=-torch.inf), -torch.inf)
     cand = failed & (lp == lp.max(dim=1, keepdim=True).values)
     return first_true(cand)
+
+
+def rescue_anchor_score(old_log_probs: torch.Tensor, response_mask: torch.Tensor, mode: str = "sum") -> torch.Tensor:
+    """Per-row score of the rescue pseudo-anchor under the old policy.
+
+    ``sum``: the sequence log-prob log pi_old(y) = sum_t log pi_old(y_t) (the paper's "highest
+    log pi_old", and the released code's); it favours short failures. ``mean``: the per-token
+    mean; it favours confident failures whatever their length.
+
+    Args:
+        old_log_probs: FloatTensor[B, T]. response_mask: Bool/0-1 Tensor[B, T].
+        mode: "sum" | "mean".
+    Returns:
+        FloatTensor[B].
+    """
+    mask = response_mask.to(old_log_probs.dtype)
+    total = (old_log_probs * mask).sum(dim=-1)
+    if mode == "sum":
+        return total
+    if mode == "mean":
+        return total / mask.sum(dim=-1).clamp_min(1)
+    raise ValueError(f"care.rescue_anchor must be 'sum' or 'mean', got {mode!r}")
 
 
 def cosine_distances(

@@ -32,6 +32,7 @@ BAD = [
     ("selector", "cosine"), ("selector", None),
     ("rescue", "on"), ("rescue", True),
     ("rescue_gamma", 0.0), ("rescue_gamma", -0.1), ("rescue_gamma", float("nan")),
+    ("rescue_anchor", "max"), ("rescue_anchor", None),
     ("seed", -1), ("seed", 1.0), ("seed", 2**63),
 ]
 

@@ -60,3 +60,27 @@ def test_choose_sources_random_picks_a_failure_of_the_same_group():
     a = choose_sources(targets, index, correct, "random", torch.Generator().manual_seed(3))
     b = choose_sources(targets, index, correct, "random", torch.Generator().manual_seed(3))
     assert torch.equal(a, b)
+
+
+ANSWER_OPEN = ((20,),)
+EOS = 2
+
+
+def test_unclosed_think_prefix_is_cut_before_the_answer_and_eos():
+    # <think>=1 a b <answer>=20 x </answer>=21 EOS: no close tag (9)
+    assert think_prefix([1, 3, 4, 20, 5, 21, EOS], CLOSE, ANSWER_OPEN, (EOS,)) == [1, 3, 4]
+    # no answer either: only the trailing end-of-turn tokens go
+    assert think_prefix([1, 3, 4, EOS, EOS], CLOSE, ANSWER_OPEN, (EOS,)) == [1, 3, 4]
+    # a closed response is unchanged by the new arguments
+    assert think_prefix([1, 3, 9, 20, 5, EOS], CLOSE, ANSWER_OPEN, (EOS,)) == [1, 3]
+
+
+def test_plan_marks_unclosed_targets_and_never_reuses_their_answer():
+    responses = {0: [1, 3, 20, 5, 21, EOS], 1: [1, 3, 9, 20, 5, 21, EOS]}
+    plans, skipped = plan_repairs([0, 1], [0, 1], {0: [7], 1: [7]}, responses, CLOSE, [50], 64, 8,
+                                  ANSWER_OPEN, (EOS,))
+    assert skipped == []
+    by_row = {p.row: p for p in plans}
+    assert by_row[0].unclosed and by_row[0].prefix == [1, 3]
+    assert not by_row[1].unclosed and by_row[1].prefix == [1, 3]
+    assert 20 not in by_row[0].context_response and EOS not in by_row[0].context_response
