@@ -58,7 +58,8 @@ def configure_environment(config: DictConfig) -> None:
     through ``ray_init.runtime_env.env_vars`` (workers of a cluster started elsewhere, e.g. by
     ``ray start`` under Slurm, do not see the driver's environment).
     """
-    if not has_accelerator():
+    if config.trainer.device == "cpu":
+        # only the CPU runtime; an explicit runtime=gpu from a GPU-less head must not turn workers to CPU
         os.environ.setdefault("VERL_PLATFORM", "cpu")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("WANDB_MODE", "offline")

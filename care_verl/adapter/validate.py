@@ -140,8 +140,7 @@ def _check_reward_fn(config: DictConfig) -> None:
             raise ConfigError(f"reward.custom_reward_function.path: file not found: {local}")
 
 
-def validate_startup(config: DictConfig) -> None:
-    """Check the values verl would only trip over inside a worker. Raises :class:`ConfigError`."""
+def _check_batch_sizes(config: DictConfig) -> None:
     for key in POSITIVE_INT_KEYS:
         _check_positive_int(config, key, optional=False)
     for key in OPTIONAL_POSITIVE_INT_KEYS:
@@ -152,16 +151,63 @@ def validate_startup(config: DictConfig) -> None:
             f"actor_rollout_ref.actor.ppo_mini_batch_size ({mini}) must be <= data.train_batch_size "
             f"({config.data.train_batch_size})"
         )
-    _check_files(config, "data.train_files", required=True)
-    _check_files(config, "data.val_files", required=False)
-    if _get(config, "run.check_data") is not False:
-        _check_data_rows(config, "data.train_files")
-        _check_data_rows(config, "data.val_files")
-    _check_model_path(config)
-    _check_reward_fn(config)
+
+
+def _check_device(config: DictConfig) -> None:
+    """A GPU recipe on the CPU runtime fails here, not deep inside a vLLM worker.
+
+    care_verl selects ``runtime=cpu`` when the driver sees no accelerator (login node, a batch
+    step without GPU binding, a CUDA 13 torch on an older driver). A recipe that asks for the
+    vLLM rollout then cannot run; say so before Ray starts.
+    """
+    name = _get(config, "actor_rollout_ref.rollout.name")
+    if _get(config, "trainer.device") == "cpu" and name == "vllm":
+        raise ConfigError(
+            "actor_rollout_ref.rollout.name=vllm needs a GPU, but the CPU runtime is selected (trainer.device=cpu: "
+            "no runtime=... was given and torch.cuda.is_available() is False in this process, or runtime=cpu "
+            "was given). On a GPU node: check nvidia-smi and that the driver supports the image's CUDA 13 "
+            "(R580+); from a process without GPUs that drives a GPU cluster pass runtime=gpu; on a CPU machine "
+            "use a CPU recipe (tiny_cpu, demo_cpu) or runtime=cpu actor_rollout_ref.rollout.name=hf"
+        )
+
+
+def _check_data(config: DictConfig) -> list[str]:
+    problems = []
+    for key, required in (("data.train_files", True), ("data.val_files", False)):
+        try:
+            _check_files(config, key, required)
+        except ConfigError as exc:
+            problems.append(str(exc))
+            continue
+        if _get(config, "run.check_data") is not False:
+            try:
+                _check_data_rows(config, key)
+            except ConfigError as exc:
+                problems.append(str(exc))
+    return problems
+
+
+def validate_startup(config: DictConfig) -> None:
+    """Check the values verl would only trip over inside a worker. Raises :class:`ConfigError`.
+
+    Every check runs, and every problem found is reported in one error (one line each), so a
+    user fixes a missing GPU *and* a missing data file in one round.
+    """
+    problems: list[str] = []
+    checks = [_check_batch_sizes, _check_device, _check_model_path, _check_reward_fn]
     if config.algorithm.adv_estimator == "care":
-        _check_care(config)
-    _check_micro_batches(config)
+        checks.append(_check_care)
+    checks.append(_check_micro_batches)
+    for check in checks:
+        try:
+            check(config)
+        except ConfigError as exc:
+            problems.append(str(exc))
+    problems[1:1] = _check_data(config)
+    if len(problems) == 1:
+        raise ConfigError(problems[0])
+    if problems:
+        raise ConfigError(f"{len(problems)} problems:\n  - " + "\n  - ".join(problems))
 
 
 def _check_care(config: DictConfig) -> None:
@@ -183,6 +229,34 @@ def _check_care(config: DictConfig) -> None:
         raise ConfigError("actor_rollout_ref.rollout.n must be >= 2 for CARE (groups of rollouts)")
     if config.actor_rollout_ref.model.get("use_fused_kernels", False):
         raise ConfigError("actor_rollout_ref.model.use_fused_kernels=true hides the hidden states CARE pools; set it false")
+    _check_care_unsupported(config)
+
+
+def _check_care_unsupported(config: DictConfig) -> None:
+    """verl options CARE's advantage step would silently ignore or break (it replaces verl's)."""
+    if _get(config, "actor_rollout_ref.model.use_liger"):
+        raise ConfigError(
+            "actor_rollout_ref.model.use_liger=true replaces the model forward, so the LM-head hook that pools "
+            "CARE's reasoning embeddings is never called; set it false"
+        )
+    if _get(config, "algorithm.use_kl_in_reward"):
+        raise ConfigError(
+            "algorithm.use_kl_in_reward=true is ignored by CARE's advantage step (it replaces verl's); "
+            "use the KL loss instead (actor_rollout_ref.actor.use_kl_loss=true, kl_loss_coef)"
+        )
+    rc = _get(config, "algorithm.rollout_correction")
+    if rc is not None:
+        if rc.get("bypass_mode"):
+            raise ConfigError(
+                "algorithm.rollout_correction.bypass_mode=true skips the old-log-prob forward that also "
+                "computes CARE's reasoning embeddings; set it false"
+            )
+        for key in ("rollout_is", "rollout_rs"):
+            if rc.get(key) is not None:
+                raise ConfigError(
+                    f"algorithm.rollout_correction.{key}={rc.get(key)} is ignored by CARE's advantage step "
+                    f"(it replaces verl's); set it null"
+                )
 
 
 def validate_with_verl(config: DictConfig) -> None:

@@ -137,3 +137,74 @@ def test_environment_travels_in_the_runtime_env(monkeypatch, tmp_path):
     assert env["VERL_FILE_LOGGER_PATH"] == f"{tmp_path}/metrics.jsonl"
     assert all(isinstance(v, str) for v in env.values())
     assert c.ray_kwargs.ray_init.num_cpus is None and c.ray_kwargs.ray_init.num_gpus is None
+
+
+# ---- loud early failures (issue 16) -------------------------------------------------------------
+
+@pytest.fixture
+def no_accelerator(monkeypatch):
+    """A driver that sees no GPU (mocked: whether this box has one must not decide the test)."""
+    import care_verl.adapter.main as entry
+
+    monkeypatch.setattr(entry, "has_accelerator", lambda: False)
+
+
+def test_gpu_recipe_without_accelerator_exits_2_listing_every_problem(no_accelerator, capsys):
+    # no GPU *and* missing data files: both are reported at once, before Ray, without a traceback
+    assert main(["+recipe=qwen25vl_7b", "data.train_files=/no/train.parquet",
+                 "data.val_files=/no/val.parquet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("care_verl: configuration error: 3 problems:")
+    assert "actor_rollout_ref.rollout.name=vllm needs a GPU" in err
+    assert "data.train_files: data file not found: /no/train.parquet" in err
+    assert "data.val_files: data file not found: /no/val.parquet" in err
+    assert "Traceback" not in err
+
+
+def test_explicit_runtimes_still_work_without_accelerator(no_accelerator, tmp_path):
+    c = build_config([*REPO_ARGS, "runtime=cpu"])
+    assert c.trainer.device == "cpu" and c.actor_rollout_ref.rollout.name == "hf"
+    # a driver on a GPU-less head node of a GPU cluster: runtime=gpu is trusted, and no worker is
+    # told to run on CPU
+    gpu = build_config([*REPO_ARGS, "runtime=gpu", "trainer.n_gpus_per_node=1", f"run.dir={tmp_path}"])
+    from care_verl.adapter.main import configure_environment
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("VERL_PLATFORM", raising=False)
+        configure_environment(gpu)
+        assert "VERL_PLATFORM" not in gpu.ray_kwargs.ray_init.runtime_env.env_vars
+
+
+@pytest.fixture(scope="module")
+def care_config():
+    return build_config(["+recipe=tiny_cpu_care"])
+
+
+@pytest.mark.parametrize("key, value", [
+    ("actor_rollout_ref.model.use_liger", True),
+    ("algorithm.use_kl_in_reward", True),
+    ("algorithm.rollout_correction.rollout_is", "token"),
+    ("algorithm.rollout_correction.rollout_rs", "seq"),
+    ("algorithm.rollout_correction.bypass_mode", True),
+])
+def test_options_care_would_ignore_are_config_errors(care_config, key, value):
+    from omegaconf import OmegaConf, open_dict
+
+    from care_verl.adapter.validate import validate_startup
+
+    c = care_config.copy()
+    with open_dict(c):
+        OmegaConf.update(c, key, value, force_add=True)
+    with pytest.raises(ConfigError, match=rf"^{key.replace('.', '[.]')}="):
+        validate_startup(c)
+    # GRPO runs verl's own advantage step, which honours them
+    with open_dict(c):
+        c.algorithm.adv_estimator = "grpo"
+    validate_startup(c)
+
+
+def test_care_option_error_exits_2_naming_the_key(capsys):
+    assert main(["+recipe=tiny_cpu_care", "actor_rollout_ref.model.use_liger=true"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("care_verl: configuration error: actor_rollout_ref.model.use_liger=true")
+    assert "Traceback" not in err
