@@ -116,5 +116,28 @@ class CachedMultiTurnSFTDataset(MultiTurnSFTDataset):
     def __getitem__(self, item):
         key = int(item)
         if key not in self._cache:
-            self._cache[key] = super().__getitem__(item)
+            self._cache[key] = mask_response_context(super().__getitem__(item), self._response_context(key),
+                                                     self.tokenizer, f"{self.parquet_files} row {key}")
         return self._cache[key]
+
+    def _response_context(self, row: int) -> str:
+        if "response_context" not in self.dataframe.columns:
+            return ""
+        value = self.dataframe["response_context"].iloc[row]
+        return "" if value is None else str(value)
+
+
+def mask_response_context(sample: dict, context: str, tokenizer, where: str) -> dict:
+    """Loss-mask 0 on the first tokens of the assistant turn that spell ``context`` (the demo's reflection rows:
+    wrong reasoning + repair cue are context the model conditions on, never a target)."""
+    if not context:
+        return sample
+    ids = sample["input_ids"].tolist()
+    loss_mask = sample["loss_mask"].clone()
+    trained = loss_mask.nonzero().flatten().tolist()
+    context_ids = tokenizer.encode(context, add_special_tokens=False)
+    start = trained[0] if trained else -1
+    if start < 0 or ids[start : start + len(context_ids)] != context_ids:
+        raise ValueError(f"{where}: response_context does not tokenize as the start of the assistant turn")
+    loss_mask[start : start + len(context_ids)] = 0
+    return {**sample, "loss_mask": loss_mask}

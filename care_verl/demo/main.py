@@ -21,7 +21,8 @@ import time
 from pathlib import Path
 
 from care_verl.demo import analysis as A
-from care_verl.demo.stages import RLSettings, SFTSettings, exit_on_sigterm, run_rl_stage, run_sft_stage
+from care_verl.demo.stages import (RLSettings, SFTSettings, exit_on_sigterm, rl_repair_cue, run_rl_stage,
+                                   run_sft_stage)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,12 +38,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sft-lr", type=float, default=SFTSettings.lr)
     p.add_argument("--sft-n-train", type=int, default=SFTSettings.n_train)
     p.add_argument("--sft-heldout", type=int, default=SFTSettings.heldout_n)
+    p.add_argument("--sft-reflect-share", type=float, default=SFTSettings.reflect_share,
+                   help="share of SFT rows that are wrong reasoning + care.rgr.cue + corrected reasoning")
     p.add_argument("--greedy-min", type=float, default=SFTSettings.greedy_min)
     p.add_argument("--sampled-min", type=float, default=SFTSettings.sampled_min)
     p.add_argument("--sft-model", default=None, help="skip SFT and start RL from this HF model directory")
     p.add_argument("--recipe", default=RLSettings.recipe)
     p.add_argument("--rl-steps", type=int, default=RLSettings.steps)
     p.add_argument("--test-freq", type=int, default=RLSettings.test_freq)
+    p.add_argument("--val-seed", type=int, default=0,
+                   help="seed stream of the RL held-out items: 0 = the reported test split; use another for choosing settings")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
@@ -54,10 +59,11 @@ def _split_argv(argv: list[str]) -> tuple[list[str], list[str]]:
     return argv, []
 
 
-def data_overrides(task: str, difficulty: int, heldout_n: int) -> list[str]:
+def data_overrides(task: str, difficulty: int, heldout_n: int, val_seed: int = 0) -> list[str]:
+    """Train and held-out data of the RL stage; ``val_seed`` 0 is the reported test split, others validation."""
     # quoted: Hydra's override grammar does not take '=' or '&' in a bare value
     return [f"data.train_files='synthetic://{task}?difficulty={difficulty}&n=4096&split=train'",
-            f"data.val_files='synthetic://{task}?difficulty={difficulty}&n={heldout_n}&split=test'"]
+            f"data.val_files='synthetic://{task}?difficulty={difficulty}&n={heldout_n}&split=test&seed={val_seed}'"]
 
 
 def make_plots(run_dir: Path, rl_dir: Path, sft: dict | None, care: dict | None = None) -> dict:
@@ -127,9 +133,11 @@ def main(argv: list[str] | None = None) -> int:
     else:
         s = SFTSettings(max_steps=args.sft_max_steps, eval_every=args.sft_eval_every, lr=args.sft_lr,
                         n_train=args.sft_n_train, heldout_n=args.sft_heldout, greedy_min=args.greedy_min,
-                        sampled_min=args.sampled_min)
+                        sampled_min=args.sampled_min, reflect_share=args.sft_reflect_share,
+                        cue=rl_repair_cue(args.recipe, extra) if args.sft_reflect_share > 0 else "")
         say(f"[demo] 2/4 cold-start SFT on '{args.task}' (difficulty {args.difficulty}) with verl's SFT trainer, "
-            f"stopping when held-out greedy acc >= {s.greedy_min} and T=1 acc >= {s.sampled_min}")
+            f"({s.reflect_share:.0%} reflection rows with the RL stage's repair cue), stopping when held-out greedy "
+            f"acc >= {s.greedy_min} and T=1 acc >= {s.sampled_min}")
         t = time.time()
         sft = run_sft_stage(run_dir / "sft", model, tasks, args.difficulty, s, quiet=args.quiet)
         timings["sft_s"] = time.time() - t
@@ -138,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{sft['greedy_acc']:.3f}, T=1 {sft['sampled_acc']:.3f} ({timings['sft_s']:.0f} s)")
 
     rl = RLSettings(recipe=args.recipe, steps=args.rl_steps, test_freq=args.test_freq,
-                    extra=[*data_overrides(args.task, args.difficulty, args.sft_heldout), *extra])
+                    extra=[*data_overrides(args.task, args.difficulty, args.sft_heldout, args.val_seed), *extra])
     say(f"[demo] 3/4 RL ({args.recipe}, {args.rl_steps} steps) from the SFT model; log: {run_dir / 'rl' / 'stdout.log'}")
     t = time.time()
     run_rl_stage(run_dir / "rl", start_model, rl, desc="RL (verl, CARE)", quiet=args.quiet)

@@ -139,6 +139,8 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     p.add_argument("--tasks", default="bars", help="held-out tasks, '+'-separated")
     p.add_argument("--difficulty", type=int, default=1)
     p.add_argument("--heldout-n", type=int, default=200)
+    p.add_argument("--heldout-seed", type=int, default=0,
+                   help="seed stream of the held-out items (the demo stops on a validation stream, not the test one)")
     p.add_argument("--greedy-min", type=float, default=StopRule.greedy_min)
     p.add_argument("--sampled-min", type=float, default=StopRule.sampled_min)
     p.add_argument("--greedy-max", type=float, default=StopRule.greedy_max)
@@ -155,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["VERL_FILE_LOGGER_PATH"] = str(out / "metrics.jsonl")
     config = compose_sft_config([f"trainer.default_local_dir={out / 'checkpoints'}", *overrides])
     rule = StopRule(args.greedy_min, args.sampled_min, args.greedy_max)
-    held_out = HeldOut(tuple(args.tasks.split("+")), args.difficulty, args.heldout_n)
+    held_out = HeldOut(tuple(args.tasks.split("+")), args.difficulty, args.heldout_n, args.heldout_seed)
     outcome = run_sft(config, out, held_out, rule)
     if not args.keep_checkpoints:
         shutil.rmtree(out / "checkpoints", ignore_errors=True)

@@ -32,18 +32,25 @@ class SFTSettings:
     max_steps: int = 300
     eval_every: int = 10
     heldout_n: int = 200
+    # the stop rule is measured on a validation stream (synthetic seed 1), not on the RL stage's test split (seed 0)
+    heldout_seed: int = 1
     greedy_min: float = 0.3
     sampled_min: float = 0.15
     greedy_max: float = 0.8
     seed: int = 1
+    # share of reflection rows (wrong reasoning, care.rgr.cue, corrected reasoning; sft_data.py)
+    reflect_share: float = 0.2
+    # the cue the RL stage will use (care.rgr.cue of the composed RL config: rl_repair_cue)
+    cue: str = ""
+    max_length: int = 256
     extra: list[str] = field(default_factory=list)
 
 
 @dataclass
 class RLSettings:
     recipe: str = "demo_cpu"
-    steps: int = 60
-    test_freq: int = 10
+    steps: int = 300
+    test_freq: int = 25
     dump_rollouts: bool = True
     extra: list[str] = field(default_factory=list)
 
@@ -118,26 +125,34 @@ def _tail(path: Path, n: int = 40) -> str:
         return ""
 
 
-def write_sft_data(out_dir: Path, tasks: tuple[str, ...], difficulty: int, n: int, seed: int = 0) -> Path:
+def rl_repair_cue(recipe: str, overrides: list[str]) -> str:
+    """``care.rgr.cue`` of the RL stage's composed config (defaults, recipe, user overrides)."""
+    from care_verl.adapter.main import compose_config
+
+    return str(compose_config([f"+recipe={recipe}", *overrides]).care.rgr.cue)
+
+
+def write_sft_data(out_dir: Path, tasks: tuple[str, ...], difficulty: int, n: int, seed: int = 0,
+                   reflect_share: float = 0.0, cue: str = "") -> Path:
     import pandas as pd
 
     from care_verl.demo.sft_data import build_sft_rows
 
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "sft_train.parquet"
-    pd.DataFrame(build_sft_rows(tasks, difficulty, n, seed, "train")).to_parquet(path)
+    pd.DataFrame(build_sft_rows(tasks, difficulty, n, seed, "train", reflect_share, cue)).to_parquet(path)
     return path
 
 
 def run_sft_stage(out_dir: Path, model_path: str, tasks: tuple[str, ...], difficulty: int, s: SFTSettings,
                   quiet: bool = False) -> dict:
     """Cold-start SFT (verl's SFT trainer) until the held-out accuracy is partial; returns sft_result.json."""
-    data = write_sft_data(out_dir / "data", tasks, difficulty, s.n_train)
+    data = write_sft_data(out_dir / "data", tasks, difficulty, s.n_train, reflect_share=s.reflect_share, cue=s.cue)
     cmd = [sys.executable, "-m", "care_verl.demo.sft", "--out", str(out_dir), "--tasks", "+".join(tasks),
-           "--difficulty", str(difficulty), "--heldout-n", str(s.heldout_n), "--greedy-min", str(s.greedy_min),
+           "--difficulty", str(difficulty), "--heldout-n", str(s.heldout_n), "--heldout-seed", str(s.heldout_seed), "--greedy-min", str(s.greedy_min),
            "--sampled-min", str(s.sampled_min), "--greedy-max", str(s.greedy_max), "--",
            f"model.path={model_path}", f"data.train_files={data}", f"data.train_batch_size={s.batch_size}",
-           f"data.micro_batch_size_per_gpu={s.batch_size}", "data.max_length=160", f"optim.lr={s.lr}",
+           f"data.micro_batch_size_per_gpu={s.batch_size}", f"data.max_length={s.max_length}", f"optim.lr={s.lr}",
            f"optim.lr_warmup_steps={s.warmup_steps}", f"trainer.total_training_steps={s.max_steps}",
            "trainer.total_epochs=100000", f"trainer.save_freq={s.eval_every}", f"trainer.seed={s.seed}",
            "trainer.project_name=care_verl_demo", "trainer.experiment_name=sft", *s.extra]
