@@ -57,6 +57,10 @@ class RgrSettings:
     temperature: float | None = field(default=None, metadata=_help("Sampling temperature (None: the rollout's)."))
     top_p: float | None = field(default=None, metadata=_help("Top-p (None: the rollout's)."))
     max_tokens: int | None = field(default=None, metadata=_help("Continuation budget (None: response length left)."))
+    generate_timeout_s: float = field(
+        default=600.0,
+        metadata=_help("Seconds to wait for RGR's generations; a row still waiting is skipped and counted."),
+    )
 
 
 @dataclass(frozen=True)
@@ -104,6 +108,8 @@ def care_settings_from_dict(raw: dict[str, Any] | None) -> CareSettings:
         raise ValueError(f"care.rgr.top_p must be in (0, 1], got {rgr.top_p!r}")
     if rgr.max_tokens is not None and rgr.max_tokens < 1:
         raise ValueError(f"care.rgr.max_tokens must be >= 1, got {rgr.max_tokens!r}")
+    if not rgr.generate_timeout_s > 0:
+        raise ValueError(f"care.rgr.generate_timeout_s must be > 0, got {rgr.generate_timeout_s!r}")
     for name in ("think_open", "think_close", "answer_open", "answer_close"):
         if not getattr(tags, name):
             raise ValueError(f"care.tags.{name} must be a non-empty string")

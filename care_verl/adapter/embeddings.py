@@ -131,3 +131,24 @@ def register_embedding_engines() -> None:
                 if cls not in subclasses:
                     subclasses[cls] = make_embedding_engine(cls)
                 registry[key] = subclasses[cls]
+
+
+def check_embeddings(emb: torch.Tensor) -> None:
+    """Raise if any row's reasoning embedding is non-finite or all zero (CARE would select on noise).
+
+    Args:
+        emb: FloatTensor[B, H], one pooled, normalised embedding per row.
+    A zero row means the row had no token to pool (empty response or span) or the forward lost it.
+    """
+    if emb.dim() != 2:
+        raise ValueError(f"CARE reasoning embeddings must be [rows, hidden], got shape {tuple(emb.shape)}")
+    bad_value = (~torch.isfinite(emb)).any(dim=1).nonzero().flatten().tolist()
+    if bad_value:
+        raise FloatingPointError(f"CARE reasoning embeddings are NaN/inf for rows {bad_value[:8]} of {len(emb)}")
+    zero = (emb == 0).all(dim=1).nonzero().flatten().tolist()
+    if zero:
+        raise ValueError(
+            f"CARE reasoning embeddings are all zero for rows {zero[:8]} of {len(emb)} (nothing pooled: an empty "
+            "response, or the old-log-prob forward did not return embeddings for them); refusing to select "
+            "hard negatives on them"
+        )

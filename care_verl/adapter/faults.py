@@ -1,29 +1,58 @@
 """Named fault-injection points for the reliability tests (docs/reliability.md).
 
-``CARE_VERL_INJECT_FAULTS=name[,name...]`` (forwarded to every Ray worker) turns a point on:
+``CARE_VERL_INJECT_FAULTS=name[@step][,name[@step]...]`` (forwarded to every Ray worker and to
+the hf rollout server) turns a point on, at every step or only at training step ``step``:
 
-- ``rgr_generate``: every RGR generation request fails where it is sent to the rollout servers
-  (``care_verl.adapter.rgr``), as a crashed or overloaded engine would; the step must go on
-  without those repairs, counted in ``rgr/failed_generation``.
+- ``rgr_generate``: the hf rollout server raises for every RGR generation request (inside the
+  server's ``generate``, as a crashed engine would); the step must go on without those repairs,
+  counted in ``rgr/failed_generation``.
+- ``rgr_hang``: the hf rollout server never answers RGR requests (a stuck engine); RGR must give
+  up after ``care.rgr.generate_timeout_s`` and count them in ``rgr/timed_out_generation``.
 
 Unset (the default) every point is a no-op string lookup.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 
 ENV = "CARE_VERL_INJECT_FAULTS"
+RGR_REQUEST_PREFIX = "care_rgr_"  # request ids of RGR generations: care_rgr_<step>_<row>
 
 
 class InjectedFault(RuntimeError):
     """Raised at an injection point that ``CARE_VERL_INJECT_FAULTS`` turned on."""
 
 
-def injected(name: str) -> bool:
-    return name in {s.strip() for s in os.environ.get(ENV, "").split(",") if s.strip()}
+def injected(name: str, step: int | None = None) -> bool:
+    """Whether ``name`` (or ``name@step``) is listed in ``CARE_VERL_INJECT_FAULTS``."""
+    names = {s.strip() for s in os.environ.get(ENV, "").split(",") if s.strip()}
+    return name in names or (step is not None and f"{name}@{step}" in names)
 
 
-def maybe_fail(name: str, detail: str = "") -> None:
-    if injected(name):
+def maybe_fail(name: str, detail: str = "", step: int | None = None) -> None:
+    if injected(name, step):
         raise InjectedFault(f"injected fault {name!r} ({ENV}) {detail}".strip())
+
+
+def rgr_request_step(request_id: str) -> int | None:
+    """The training step of an RGR request id (``care_rgr_<step>_<row>``); None for other requests."""
+    if not request_id.startswith(RGR_REQUEST_PREFIX):
+        return None
+    try:
+        return int(request_id[len(RGR_REQUEST_PREFIX):].split("_")[0])
+    except ValueError:
+        return None
+
+
+async def rollout_server_faults(request_id: str) -> None:
+    """The rollout server's injection points, for RGR requests only (a no-op when none is set)."""
+    if not os.environ.get(ENV):
+        return
+    step = rgr_request_step(request_id)
+    if step is None:
+        return
+    maybe_fail("rgr_generate", f"in the rollout server, request {request_id}", step)
+    if injected("rgr_hang", step):
+        await asyncio.sleep(24 * 3600)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import torch
 import transfer_queue as tq
 
-from care_verl.adapter.faults import maybe_fail
+from care_verl.adapter.faults import RGR_REQUEST_PREFIX
 from care_verl.reflection import RepairPlan, choose_sources, extend_positions, plan_repairs, repaired_response
 
 logger = logging.getLogger(__name__)
@@ -37,6 +37,7 @@ class RgrOutcome:
     """What RGR did in one step."""
 
     replaced_rows: list[int] = field(default_factory=list)
+    sources: dict[int, int] = field(default_factory=dict)  # row repaired -> row whose reasoning it reused
     metrics: dict[str, float] = field(default_factory=dict)
 
 
@@ -119,12 +120,15 @@ class RgrRunner:
         async def one(plan: RepairPlan):
             src = rows[plan.source_row]
             images = await self._images(src["raw_prompt"])
-            maybe_fail("rgr_generate", f"row {plan.row}")
-            return await client.generate(
-                f"care_rgr_{self.trainer.global_steps}_{plan.row}",
-                prompt_ids=src["prompts"] + plan.context_response,
-                sampling_params=self.sampling_params(plan.budget),
-                image_data=images,
+            # A hung engine must not stall training: give up on the row after the timeout.
+            return await asyncio.wait_for(
+                client.generate(
+                    f"{RGR_REQUEST_PREFIX}{self.trainer.global_steps}_{plan.row}",
+                    prompt_ids=src["prompts"] + plan.context_response,
+                    sampling_params=self.sampling_params(plan.budget),
+                    image_data=images,
+                ),
+                timeout=self.settings.generate_timeout_s,
             )
 
         return await asyncio.gather(*[one(p) for p in plans], return_exceptions=True)
@@ -179,7 +183,13 @@ class RgrRunner:
         m["timing_s/care_rgr_generate"] = time.perf_counter() - start
 
         new_fields, new_keys, new_tags, repaired = [], [], [], 0
+        outcome.sources = {plan.row: plan.source_row for plan in plans}
         for plan, out in zip(plans, outputs):
+            if isinstance(out, asyncio.TimeoutError):
+                logger.warning("RGR generation for row %d timed out after %.0f s", plan.row,
+                               self.settings.generate_timeout_s)
+                m["rgr/timed_out_generation"] = m.get("rgr/timed_out_generation", 0.0) + 1
+                continue
             if isinstance(out, BaseException) or not getattr(out, "token_ids", None):
                 logger.warning("RGR generation for row %d failed: %r", plan.row, out)
                 m["rgr/failed_generation"] = m.get("rgr/failed_generation", 0.0) + 1
@@ -193,7 +203,7 @@ class RgrRunner:
                 logger.warning("RGR scoring for row %d failed: %r", plan.row, exc)
                 score = {"score": 0.0, "acc": 0.0}
             repaired += float(score.get("acc", 0.0)) > 0.5
-            new_fields.append(self._row_fields(target, plan, ids, mask, out, score))
+            new_fields.append(self._row_fields(target, rows[plan.source_row], plan, ids, mask, out, score))
             new_keys.append(batch.keys[plan.row])
             tag = dict(batch.tags[plan.row]) if plan.row < len(batch.tags) else {}
             tag.update(response_len=len(ids), seq_len=len(target["prompts"]) + len(ids))
@@ -217,14 +227,14 @@ class RgrRunner:
         m["rgr/success_rate"] = repaired / len(outcome.replaced_rows) if outcome.replaced_rows else 0.0
         return outcome
 
-    def _row_fields(self, target: dict, plan: RepairPlan, ids, mask, out, score: dict) -> dict:
+    def _row_fields(self, target: dict, source: dict, plan: RepairPlan, ids, mask, out, score: dict) -> dict:
         prompt = target["prompts"]
         response = torch.tensor(ids, dtype=torch.long)
         response_mask = torch.tensor(mask, dtype=torch.long)
         rm = torch.zeros(len(ids), dtype=torch.float32)
         rm[-1] = float(score.get("score", 0.0))
-        # Sampling log-probs: the reused prefix keeps the original sample's; the cue was not sampled (0).
-        source_lp = target.get("rollout_log_probs") if plan.source_row == plan.row else None
+        # Sampling log-probs: the reused prefix keeps its sample's (same prompt); the cue was not sampled (0).
+        source_lp = source.get("rollout_log_probs")
         prefix_lp = list(source_lp[: len(plan.prefix)]) if source_lp else [0.0] * len(plan.prefix)
         rollout_lp = prefix_lp + [0.0] * len(plan.cue) + list(out.log_probs or [0.0] * len(out.token_ids))
         extra = copy.deepcopy(target["extra_fields"]) if isinstance(target["extra_fields"], dict) else {}

@@ -31,7 +31,8 @@ from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
 from verl.workers.utils.padding import response_to_nested
 
 from care_verl.adapter.care_settings import care_settings_from_config
-from care_verl.adapter.embeddings import EMBED_FLAG, EMBED_KEY, POOL_FIELD
+from care_verl.adapter import row_dump
+from care_verl.adapter.embeddings import EMBED_FLAG, EMBED_KEY, POOL_FIELD, check_embeddings
 from care_verl.core import (
     SpanTags,
     care_advantages,
@@ -185,6 +186,8 @@ class CarePPOTrainer(PPOTrainerSync):
         mask = padded(data["response_mask"]).float()
         old_lp = padded(data["old_log_probs"]).float()
         infos = reward_infos(as_list(data["extra_fields"]))
+        embeddings = padded(data[EMBED_KEY]).float()
+        check_embeddings(embeddings)
         return {
             "response_mask_nested": data["response_mask"],
             "mask": mask,
@@ -193,7 +196,7 @@ class CarePPOTrainer(PPOTrainerSync):
             "verifier_faults": verifier_fault_counts(infos),
             "index": group_index(as_list(data["uid"])),
             "old_lp_score": rescue_anchor_score(old_lp, mask, self.care.advantage.rescue_anchor),
-            "embeddings": padded(data[EMBED_KEY]).float(),
+            "embeddings": embeddings,
             "spans": self._response_spans(padded(data["responses"]), mask),
             "prompt_indices": sorted({int((e or {}).get("index", -1)) for e in as_list(data["extra_info"])}),
         }
@@ -209,8 +212,11 @@ class CarePPOTrainer(PPOTrainerSync):
             micro.append(arr.ref.log_prob_micro_batch_size_per_gpu or 1)
         return dp * math.lcm(*micro)
 
-    def _recompute_log_probs(self, batch, rows: list[int]) -> int:
+    def _recompute_log_probs(self, batch, rows: list[int], metrics: dict) -> int:
         """Old (and reference) log-probs for the replaced rows; returns how many rows were sent.
+
+        verl's rollout-vs-actor check on the rows sent goes to ``metrics`` as ``rgr/recompute_*``
+        (the RGR continuation was sampled by the rollout with the same weights, so it must agree).
 
         Only those rows are sent, topped up to the multiple verl's workers accept with other rows
         of the batch (their log-probs are recomputed under the same weights, so they do not
@@ -230,6 +236,11 @@ class CarePPOTrainer(PPOTrainerSync):
         self._compute_old_log_prob(sub, scratch)
         if self.use_reference_policy:
             self._compute_ref_log_prob(sub, scratch)
+        for name in ("rollout_actor_probs_pearson_corr", "rollout_probs_diff_max"):
+            if f"training/{name}" in scratch:
+                metrics[f"rgr/recompute_{name.replace('rollout_actor_', '').replace('rollout_', '')}"] = float(
+                    scratch[f"training/{name}"]
+                )
         return len(rows)
 
     def _compute_advantage(self, batch, metrics: dict):
@@ -241,13 +252,18 @@ class CarePPOTrainer(PPOTrainerSync):
             self.care.advantage,
         )
         reflected = torch.zeros_like(correct)
+        outcome = None
+        if row_dump.enabled():
+            # reasoning_emb: the embeddings care_advantages was given (not only what the actor stored)
+            self._dump_rows(batch, "pre", correct=correct, reward=reward, adv=adv, roles=subgroups.role,
+                            reasoning_emb=list(x["embeddings"]))
         if self.care.rgr.mode != "off":
             rgr_start = time.perf_counter()
             outcome = self.rgr.run(batch, subgroups, index, correct)
             metrics.update(outcome.metrics)
             if outcome.replaced_rows:
                 lp_start = time.perf_counter()
-                metrics["rgr/logprob_rows"] = self._recompute_log_probs(batch, outcome.replaced_rows)
+                metrics["rgr/logprob_rows"] = self._recompute_log_probs(batch, outcome.replaced_rows, metrics)
                 metrics["timing_s/care_rgr_logprob"] = time.perf_counter() - lp_start
                 x = self._advantage_inputs(batch)
                 correct, reward, spans = x["correct"], x["reward"], x["spans"]
@@ -285,9 +301,31 @@ class CarePPOTrainer(PPOTrainerSync):
             "advantages": response_to_nested(token_adv, response_mask_nested),
             "returns": response_to_nested(token_adv, response_mask_nested),
         }
-        return tq.kv_batch_put(
+        stored = tq.kv_batch_put(
             keys=batch.keys, partition_id=batch.partition_id, fields=TensorDict(nested, batch_size=len(batch))
         )
+        if row_dump.enabled():
+            self._dump_rows(batch, "post", correct=correct, reward=reward, adv=adv, roles=subgroups.role,
+                            reflected=reflected, k_prime=subgroups.k_prime,
+                            replaced_rows=outcome.replaced_rows if outcome else [],
+                            sources=outcome.sources if outcome else {})
+        return stored
+
+    DUMP_FIELDS = ("uid", "prompts", "responses", "response_mask", "loss_mask", "position_ids", "multi_modal_inputs",
+                   "old_log_probs", "ref_log_prob", "rollout_log_probs", "rm_scores", "advantages", EMBED_KEY,
+                   POOL_FIELD, "extra_fields", "extra_info")
+
+    def _dump_rows(self, batch, stage: str, **extra) -> None:
+        """Every row's fields for the end-to-end tests ($CARE_VERL_ROW_DUMP; see row_dump)."""
+        fields = {}
+        for name in self.DUMP_FIELDS:  # a field may not exist yet (advantages) or at all (loss_mask)
+            try:
+                fields[name] = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id,
+                                               select_fields=[name])[name]
+            except Exception:
+                continue
+        extra = {k: v.tolist() if isinstance(v, torch.Tensor) else v for k, v in extra.items()}
+        row_dump.dump_rows(self.global_steps, stage, fields, {"keys": list(batch.keys), **extra})
 
     def _write_events(self, index, correct, reward, adv, subgroups, reflected) -> None:
         """Append one JSON line per group (anchor, negatives, K', advantages) when configured."""

@@ -36,3 +36,23 @@ def test_packed_hidden_matches_both_layouts():
     with_pad = torch.cat([packed, torch.zeros(1, 3, 4)], dim=1)  # engine's static tail padding
     got = packed_hidden(with_pad, offsets, use_remove_padding=True, unpad=lambda t: t[:-3])
     assert torch.equal(got, expected)
+
+
+def test_check_embeddings_rejects_zero_and_non_finite_rows_by_index():
+    import pytest
+
+    from care_verl.adapter.embeddings import check_embeddings
+
+    good = F.normalize(torch.randn(4, 6), dim=-1)
+    check_embeddings(good)
+    zero = good.clone()
+    zero[2] = 0
+    with pytest.raises(ValueError, match=r"all zero for rows \[2\] of 4"):
+        check_embeddings(zero)
+    nan = good.clone()
+    nan[1, 3] = float("nan")
+    nan[3, 0] = float("inf")
+    with pytest.raises(FloatingPointError, match=r"NaN/inf for rows \[1, 3\] of 4"):
+        check_embeddings(nan)
+    with pytest.raises(ValueError, match="must be \\[rows, hidden\\]"):
+        check_embeddings(good[0])
