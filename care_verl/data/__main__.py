@@ -3,7 +3,8 @@
 Examples::
 
     python -m care_verl.data build-rl --chartqa HuggingFaceM4/ChartQA \\
-        --geometry3k hiyouga/geometry3k --virl39k /data/ViRL39K --out train.parquet
+        --geometry3k hiyouga/geometry3k --virl39k /data/ViRL39K \\
+        --out data/care_rl/train.parquet --val-out data/care_rl/val.parquet
     python -m care_verl.data build-sft --vision-r1-cold /data/vision_r1_cold/vision_r1_llava_cot_full.json \\
         --image-root /data/vision_r1_cold/llava_cot_images --out sft.parquet
 
@@ -19,6 +20,7 @@ import sys
 
 from care_verl.data.build import BuildOptions, SourceSpec, build_rl, build_sft, default_report_path
 from care_verl.data.dedup import DEFAULT_NEAR_THRESHOLD
+from care_verl.data.images import PAPER_MAX_PIXELS
 from care_verl.data.prompt import DEFAULT_TEMPLATE, TEMPLATES
 from care_verl.data.report import BadRowError
 from care_verl.data.sources.geometry3k import MODES
@@ -54,6 +56,14 @@ def _parser() -> argparse.ArgumentParser:
                     help=f"prompt template: one of {sorted(TEMPLATES)} or a string containing {{question}}")
     rl.add_argument("--geometry3k-mode", choices=MODES, default="math",
                     help="math: free-form answer (default); choice: options in the prompt, letter answer")
+    rl.add_argument("--val-out", help="also write a validation split here: --val-size rows held out of the "
+                    "de-duplicated rows (uniformly at random over all sources; never in the training file)")
+    rl.add_argument("--val-size", type=int, default=512,
+                    help="rows in the validation split (default 512; used with --val-out)")
+    rl.add_argument("--val-seed", type=int, default=0, help="seed of the validation draw")
+    rl.add_argument("--max-pixels", type=int, default=PAPER_MAX_PIXELS,
+                    help=f"scale larger images down to this many pixels (default {PAPER_MAX_PIXELS} = 1280 "
+                         "Qwen2.5-VL visual tokens, so prompts fit 2048 tokens); 0 keeps them as they are")
     _common(rl)
 
     sft = sub.add_parser("build-sft", help="Vision-R1-cold -> verl multi-turn SFT parquet")
@@ -79,6 +89,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "build-rl":
             options.template = args.template
             options.geometry3k_mode = args.geometry3k_mode
+            if args.val_size < 1 and args.val_out:
+                print("error: --val-size must be >= 1", file=sys.stderr)
+                return 2
+            options.val_out, options.val_size, options.val_seed = args.val_out, args.val_size, args.val_seed
+            options.max_pixels = args.max_pixels or None
             specs = [
                 SourceSpec(name, location, list(args.image_root))
                 for name, locations in (("chartqa", args.chartqa), ("geometry3k", args.geometry3k),

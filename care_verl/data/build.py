@@ -8,6 +8,8 @@ leaves a partial parquet behind.
 
 from __future__ import annotations
 
+import hashlib
+import heapq
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -19,7 +21,7 @@ import pyarrow.parquet as pq
 
 from care_verl.data.dedup import DEFAULT_NEAR_THRESHOLD, Deduplicator
 from care_verl.data.example import RLExample, SFTExample
-from care_verl.data.images import ImageError, ImageResolver, LoadedImage, load_image
+from care_verl.data.images import ImageError, ImageResolver, LoadedImage, cap_pixels, load_image
 from care_verl.data.prompt import DEFAULT_TEMPLATE, resolve_template
 from care_verl.data.readers import READ_ERROR_KEY, is_hub_id, iter_rows
 from care_verl.data.report import BadRow, BuildReport, OnBadRow, RowRef
@@ -63,6 +65,16 @@ class BuildOptions:
     geometry3k_mode: str = "math"
     assistant_format: str = "keep"
     batch_rows: int = 256
+    max_pixels: int | None = None
+    val_out: str | None = None
+    val_size: int = 0
+    val_seed: int = 0
+
+
+def _holdout_key(seed: int, ref: RowRef) -> int:
+    """A row's deterministic random key: the ``val_size`` smallest keys form the validation split."""
+    digest = hashlib.blake2b(f"{seed}|{ref.source}|{ref.file}|{ref.row}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big")
 
 
 def default_report_path(out: str | Path) -> Path:
@@ -166,11 +178,20 @@ def _build(
     adapter_for: Callable[[str], Callable[[dict[str, Any]], Any]],
     dedup_text: Callable[[Any], str],
     answer_of: Callable[[Any], str],
-    make_row: Callable[[Any, list[LoadedImage], RowRef, int], dict[str, Any]],
+    make_row: Callable[[Any, list[LoadedImage], RowRef, int, str], dict[str, Any]],
 ) -> BuildReport:
-    report = BuildReport(output=str(out), kind=kind)
+    report = BuildReport(output=str(out), kind=kind, max_pixels=options.max_pixels)
     dedup = Deduplicator(options.near_threshold, near=options.near_dup) if options.dedup else None
     writer = _Writer(Path(out), schema, options.batch_rows)
+    # Validation hold-out: the val_size rows with the smallest random keys, drawn uniformly from the
+    # de-duplicated rows of every source (a max-heap of size val_size; evicted rows go to training).
+    held: list[tuple[int, int, RowRef, Any, list[LoadedImage]]] = []
+    hold = options.val_size if options.val_out else 0
+    seen = 0
+
+    def emit(target: _Writer, ref: RowRef, example: Any, images: list[LoadedImage], split: str) -> None:
+        target.add(make_row(example, images, ref, target.count, split))
+
     try:
         for spec in sources:
             report.read[spec.name] += 0
@@ -186,8 +207,29 @@ def _build(
                             {"hash_distance": match.distance, "answer_conflict": match.first_answer != answer_of(example)},
                         )
                         continue
-                writer.add(make_row(example, images, ref, writer.count))
-                report.written[spec.name] += 1
+                capped = [cap_pixels(image, options.max_pixels) for image in images]
+                report.resized_images += sum(resized for _, resized in capped)
+                images = [image for image, _ in capped]
+                if hold:
+                    seen += 1  # unique tie-break, so rows themselves are never compared
+                    item = (-_holdout_key(options.val_seed, ref), seen, ref, example, images)
+                    if len(held) < hold:
+                        heapq.heappush(held, item)
+                        continue
+                    _, _, ref, example, images = heapq.heappushpop(held, item)  # the largest key leaves
+                emit(writer, ref, example, images, options.split)
+                report.written[ref.source] += 1
+        if hold:
+            val_writer = _Writer(Path(options.val_out), schema, options.batch_rows)
+            try:
+                for _, _, ref, example, images in sorted(held, reverse=True):
+                    emit(val_writer, ref, example, images, "val")
+                    report.val_written[ref.source] += 1
+            except BaseException:
+                val_writer.abort()
+                raise
+            val_writer.commit()
+            report.val_output = str(options.val_out)
     except BaseException:
         writer.abort()
         raise
@@ -218,7 +260,7 @@ def build_rl(sources: Sequence[SourceSpec], out: str | Path, options: BuildOptio
         adapter_for,
         dedup_text=lambda ex: ex.question,
         answer_of=lambda ex: ex.answer,
-        make_row=lambda ex, images, ref, index: rl_row(ex, images, ref, index, options.split, options.template),
+        make_row=lambda ex, images, ref, index, split: rl_row(ex, images, ref, index, split, options.template),
     )
 
 
@@ -246,5 +288,5 @@ def build_sft(sources: Sequence[SourceSpec], out: str | Path, options: BuildOpti
         adapter_for,
         dedup_text=user_text,
         answer_of=last_answer,
-        make_row=lambda ex, images, ref, index: sft_row(ex, images, ref, index, options.split),
+        make_row=lambda ex, images, ref, index, split: sft_row(ex, images, ref, index, split),
     )

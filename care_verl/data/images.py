@@ -20,7 +20,13 @@ from typing import Any
 
 from PIL import Image
 
-__all__ = ["ImageError", "ImageResolver", "LoadedImage", "load_image", "hamming"]
+__all__ = ["ImageError", "ImageResolver", "LoadedImage", "load_image", "cap_pixels", "hamming", "PAPER_MAX_PIXELS"]
+
+# Pixel cap of the paper-scale RL data: 1280 visual tokens of 28x28 pixels for Qwen2.5-VL
+# (1003520 px), so an image plus its question fits data.max_prompt_length=2048. Without a cap
+# qwen_vl_utils allows ~16K visual tokens per image, and verl silently drops every prompt over
+# the limit.
+PAPER_MAX_PIXELS = 1280 * 28 * 28
 
 # Decompression-bomb guard: larger images are rejected as bad rows rather than eating memory.
 _MAX_PIXELS = 64_000_000
@@ -154,6 +160,25 @@ def load_image(image: Any, resolver: ImageResolver | None = None) -> LoadedImage
         data = buffer.getvalue()
     digest = hashlib.sha256(f"{rgb.width}x{rgb.height}".encode() + rgb.tobytes()).hexdigest()
     return LoadedImage(data=data, sha256=digest, dhash=_dhash(rgb), size=(rgb.width, rgb.height))
+
+
+def cap_pixels(image: LoadedImage, max_pixels: int | None) -> tuple[LoadedImage, bool]:
+    """``image`` scaled down (aspect kept) to at most ``max_pixels`` pixels; (image, was_resized).
+
+    The hashes stay those of the original picture, so de-duplication is unaffected. A JPEG stays
+    JPEG (quality 95); anything else is stored as PNG.
+    """
+    width, height = image.size
+    if not max_pixels or width * height <= max_pixels:
+        return image, False
+    scale = (max_pixels / (width * height)) ** 0.5
+    size = (max(1, int(width * scale)), max(1, int(height * scale)))
+    with Image.open(io.BytesIO(image.data)) as decoded:
+        fmt = "JPEG" if decoded.format == "JPEG" else "PNG"
+        resized = decoded.convert("RGB").resize(size, Image.Resampling.BICUBIC)
+    buffer = io.BytesIO()
+    resized.save(buffer, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
+    return LoadedImage(buffer.getvalue(), image.sha256, image.dhash, size), True
 
 
 def hamming(a: int, b: int) -> int:

@@ -52,6 +52,10 @@ class BuildReport:
     duplicates: list[dict[str, Any]] = field(default_factory=list)
     n_bad: Counter[str] = field(default_factory=Counter)
     n_duplicates: Counter[str] = field(default_factory=Counter)
+    val_output: str = ""
+    val_written: Counter[str] = field(default_factory=Counter)
+    resized_images: int = 0
+    max_pixels: int | None = None
 
     def add_bad(self, ref: RowRef, reason: str, on_bad_row: OnBadRow) -> None:
         """Record a bad row, or raise `BadRowError` under ``fail``."""
@@ -74,6 +78,10 @@ class BuildReport:
             "kind": self.kind,
             "read": dict(self.read),
             "written": dict(self.written),
+            "val_output": self.val_output,
+            "val_written": dict(self.val_written),
+            "max_pixels": self.max_pixels,
+            "resized_images": self.resized_images,
             "bad_rows_total": sum(self.n_bad.values()),
             "bad_rows_by_source": dict(self.n_bad),
             "duplicates_total": sum(self.n_duplicates.values()),
@@ -99,6 +107,11 @@ class BuildReport:
             f"  total: written {sum(self.written.values())}, bad {sum(self.n_bad.values())}, "
             f"duplicates {sum(self.n_duplicates.values())}"
         )
+        if self.val_output:
+            lines.append(f"  validation: {sum(self.val_written.values())} rows held out -> {self.val_output} "
+                         f"({dict(self.val_written)})")
+        if self.max_pixels:
+            lines.append(f"  images scaled down to <= {self.max_pixels} px: {self.resized_images}")
         reasons = Counter(entry["reason"].split(":")[0] for entry in self.bad_rows)
         for reason, count in reasons.most_common(5):
             lines.append(f"  bad: {count} x {reason}")
