@@ -32,6 +32,9 @@ def register_all() -> None:
     rollout_base._ROLLOUT_REGISTRY[("hf", "async")] = HF_ROLLOUT_ADAPTER
     RolloutReplicaRegistry.register("hf", _load_hf_replica)
     patches.apply_all()
+    from care_verl.adapter.length_filter import patch_overlong_filter_report
+
+    patch_overlong_filter_report()
     from care_verl.adapter.embeddings import register_embedding_engines
 
     register_embedding_engines()

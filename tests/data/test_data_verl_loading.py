@@ -72,3 +72,29 @@ def test_sft_parquet_loads_in_verl_multiturn_sft_dataset(tmp_path: Path) -> None
         item = dataset[i]
         assert item["loss_mask"].sum() > 0
         assert item["multi_modal_inputs"]["image_grid_thw"].shape[0] >= 1
+
+
+def test_overlong_filter_says_how_many_prompts_it_dropped(rl_parquet: Path, tmp_path: Path, capsys) -> None:
+    import care_verl.adapter.register  # noqa: F401  (the plugin, as verl loads it in every process)
+
+    processor = tiny_processor()
+    config = OmegaConf.create({
+        "prompt_key": "prompt", "image_key": "images", "max_prompt_length": 4096, "filter_overlong_prompts": True,
+        "filter_overlong_prompts_workers": 0, "cache_dir": str(tmp_path / "cache"), "truncation": "error",
+    })
+    lengths = []
+    for limit in (4096, None):
+        if limit is None:  # one token below the longest prompt (the two-image row): exactly that row is dropped
+            limit = max(lengths) - 1
+        config.max_prompt_length = limit
+        dataset = rl_dataset.RLHFDataset([str(rl_parquet)], processor.tokenizer, config, processor=processor)
+        if not lengths:
+            lengths = [len(processor(text=[processor.apply_chat_template(dataset[i]["raw_prompt"],
+                                                                         add_generation_prompt=True, tokenize=False)],
+                                     images=rl_dataset.RLHFDataset._process_multi_modal_info(
+                                         dataset[i]["raw_prompt"], 14, config)[0])["input_ids"][0])
+                       for i in range(len(dataset))]
+    out = capsys.readouterr().out
+    assert "care_verl: the overlong-prompt filter dropped 0 of 4 prompts" in out
+    assert f"care_verl: the overlong-prompt filter dropped 1 of 4 prompts (25.0%) longer than " \
+           f"data.max_prompt_length={max(lengths) - 1}" in out
