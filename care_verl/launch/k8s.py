@@ -1,7 +1,8 @@
 """Render ``launch/k8s/rayjob.yaml`` for one run: ``python -m care_verl.launch.k8s --recipe NAME ... | kubectl apply -f -``.
 
 The checked-in manifest is the template (paper recipe, seed 0, 2 nodes x 8 GPUs); this fills in the
-recipe, seed, node count, GPUs per node, image, shared-volume claim and extra overrides, editing
+recipe, seed, node count, GPUs per node, image, shared-volume claim, the data / model / HF cache
+paths on that volume and extra overrides, editing
 the parsed YAML (no text templating), and prints the result::
 
     python -m care_verl.launch.k8s --recipe qwen25vl_7b --seed 3 --nnodes 4 \\
@@ -31,6 +32,8 @@ DEFAULT_TEMPLATE = REPO_ROOT / "launch" / "k8s" / "rayjob.yaml"
 #: KubeRay v1.7.0 (ray-operator/controllers/ray/utils/constant.go): RayCluster names <= 53 chars,
 #: and a RayJob's cluster name adds a 6-char suffix.
 MAX_RAYJOB_NAME = 47
+#: Where the RL data lives on the shared volume (build-rl --out .../train.parquet --val-out .../val.parquet).
+DEFAULT_DATA_DIR = "/mnt/shared/data/care_rl"
 
 
 def dns1035_name(text: str, max_len: int = MAX_RAYJOB_NAME) -> str:
@@ -51,21 +54,30 @@ def label_value(text: str) -> str:
     return value.strip("-_.")
 
 
-def entrypoint(recipe: str, exp: str, seed: int, runs_root: str, nnodes: int, gpus_per_node: int, extra: Sequence[str]) -> str:
+def entrypoint(recipe: str, exp: str, seed: int, runs_root: str, nnodes: int, gpus_per_node: int, extra: Sequence[str],
+               data_dir: str = DEFAULT_DATA_DIR, model: str | None = None) -> str:
+    """The job's driver command. It runs on the head pod, where Ray runs; every path in it is on the
+    shared volume, since a relative ``data/...`` would resolve in the head pod's working directory."""
     cmd = [
         "python3", "-m", "care_verl.launch.train", "--recipe", recipe, "--exp", exp, "--seed", str(seed),
         "--runs-root", runs_root, "--nnodes", str(nnodes), "--gpus-per-node", str(gpus_per_node), "--cluster", "yes",
+        "--data-dir", data_dir,
     ]
+    if model:
+        cmd += ["--model", model]
     if extra:
         cmd += ["--", *extra]
     return shlex.join(cmd)
 
 
-def _set_pod(template: dict, image: str | None, gpus: int, pvc: str | None) -> None:
+def _set_pod(template: dict, image: str | None, gpus: int, pvc: str | None, hf_home: str | None = None) -> None:
     spec = template["spec"]
     for container in spec.get("containers", []):
         if image:
             container["image"] = image
+        if hf_home:  # the model cache every node reads (one download instead of one per node)
+            env = container.setdefault("env", [])
+            env[:] = [e for e in env if e.get("name") != "HF_HOME"] + [{"name": "HF_HOME", "value": hf_home}]
         resources = container.setdefault("resources", {})
         for part in ("requests", "limits"):
             resources.setdefault(part, {})["nvidia.com/gpu"] = str(gpus)
@@ -88,6 +100,9 @@ def render(
     pvc: str | None = None,
     name: str | None = None,
     extra: Sequence[str] = (),
+    data_dir: str | None = None,
+    model: str | None = None,
+    hf_home: str | None = None,
 ) -> dict:
     """A RayJob for one run, from the parsed template (which is not modified)."""
     if nnodes < 1 or gpus_per_node < 1 or seed < 0:
@@ -100,11 +115,12 @@ def render(
     labels["care-verl/recipe"] = label_value(recipe)
     labels["care-verl/seed"] = str(seed)
     spec = job["spec"]
-    spec["entrypoint"] = entrypoint(recipe, exp, seed, runs_root, nnodes, gpus_per_node, extra)
+    spec["entrypoint"] = entrypoint(recipe, exp, seed, runs_root, nnodes, gpus_per_node, extra,
+                                    data_dir or DEFAULT_DATA_DIR, model)
     cluster = spec["rayClusterSpec"]
     head = cluster["headGroupSpec"]
     head.setdefault("rayStartParams", {})["num-gpus"] = str(gpus_per_node)
-    _set_pod(head["template"], image, gpus_per_node, pvc)
+    _set_pod(head["template"], image, gpus_per_node, pvc, hf_home)
     groups = cluster.get("workerGroupSpecs") or []
     if not groups:
         raise ValueError("the template has no workerGroupSpecs to scale")
@@ -112,7 +128,7 @@ def render(
         replicas = nnodes - 1 if i == 0 else 0  # the first group holds every worker node
         group["replicas"] = group["minReplicas"] = group["maxReplicas"] = replicas
         group.setdefault("rayStartParams", {})["num-gpus"] = str(gpus_per_node)
-        _set_pod(group["template"], image, gpus_per_node, pvc)
+        _set_pod(group["template"], image, gpus_per_node, pvc, hf_home)
     return job
 
 
@@ -130,6 +146,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--image", help="container image (default: the template's)")
     parser.add_argument("--runs-root", default="/mnt/shared/runs", help="on the shared volume (default /mnt/shared/runs)")
     parser.add_argument("--pvc", help="PersistentVolumeClaim for /mnt/shared (default: the template's, care-shared)")
+    parser.add_argument("--data-dir", default=DEFAULT_DATA_DIR,
+                        help=f"train.parquet and val.parquet on the shared volume (default {DEFAULT_DATA_DIR})")
+    parser.add_argument("--model", help="model path on the shared volume (e.g. the SFT checkpoint) or hub id "
+                        "(default: the recipe's)")
+    parser.add_argument("--hf-home", help="HF_HOME on every pod: the shared model cache (default: the template's, "
+                        "/mnt/shared/hf)")
     parser.add_argument("--name", help="RayJob name (default care-<exp>-seed<k>, made DNS-1035, <= 47 chars)")
     parser.add_argument("--template", default=str(DEFAULT_TEMPLATE))
     own, extra = split_extra(sys.argv[1:] if argv is None else argv)
@@ -139,6 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         job = render(
             template, args.recipe, seed=args.seed, exp=args.exp, nnodes=args.nnodes, gpus_per_node=args.gpus_per_node,
             image=args.image, runs_root=args.runs_root, pvc=args.pvc, name=args.name, extra=extra,
+            data_dir=args.data_dir, model=args.model, hf_home=args.hf_home,
         )
     except ValueError as exc:
         print(f"care_verl.launch.k8s: {exc}", file=sys.stderr)

@@ -79,6 +79,8 @@ def seed_commands(args: argparse.Namespace, extra: Sequence[str]) -> list[tuple[
             resume=args.resume,
             cluster=use_cluster(args.cluster),
             extra=extra,
+            data_dir=args.data_dir,
+            model=args.model,
         )
         out.append((seed, main_command(argv, args.python)))
     return out

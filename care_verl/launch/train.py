@@ -12,6 +12,10 @@ What it adds to the recipe, in this order (later wins; user overrides after ``--
   ``trainer.default_local_dir=<run.dir>/checkpoints`` and ``trainer.resume_mode`` (default
   ``auto``: a restarted job continues from the newest checkpoint in that directory);
 - ``trainer.nnodes`` / ``trainer.n_gpus_per_node`` when given;
+- ``data.train_files=<data-dir>/train.parquet`` and ``data.val_files=<data-dir>/val.parquet``
+  (what ``build-rl --out ... --val-out ...`` writes) and ``actor_rollout_ref.model.path`` when
+  ``--data-dir`` / ``--model`` are given: on a cluster they must name the shared volume, since a
+  relative ``data/...`` resolves in whatever directory the driver happens to run in;
 - every key in :data:`SEED_KEYS` set to the seed;
 - when joining a running Ray cluster (``RAY_ADDRESS`` set, or ``--cluster yes``), the overrides in
   :func:`cluster_overrides`.
@@ -135,6 +139,8 @@ def training_argv(
     cluster: bool = False,
     extra: Iterable[str] = (),
     environ: dict[str, str] | None = None,
+    data_dir: str | Path | None = None,
+    model: str | None = None,
 ) -> list[str]:
     """The arguments to ``python -m care_verl.main`` for one run (see the module docstring)."""
     run_dir = Path(run_dir).expanduser().resolve()
@@ -151,6 +157,13 @@ def training_argv(
         argv.append(f"trainer.nnodes={int(nnodes)}")
     if gpus_per_node is not None:
         argv.append(f"trainer.n_gpus_per_node={int(gpus_per_node)}")
+    if data_dir is not None:
+        data = Path(data_dir).expanduser().resolve()
+        argv += [f"data.train_files={hydra_value(data / 'train.parquet')}",
+                 f"data.val_files={hydra_value(data / 'val.parquet')}"]
+    if model is not None:
+        local = Path(model).expanduser()
+        argv.append(f"actor_rollout_ref.model.path={hydra_value(local.resolve() if local.exists() else model)}")
     if seed is not None:
         argv += seed_overrides(seed)
     if cluster:
@@ -194,6 +207,10 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         default="auto",
         help="join a running Ray cluster (clears ray_init num_cpus/num_gpus, forwards the run's env); auto: yes when RAY_ADDRESS is set",
     )
+    parser.add_argument("--data-dir", help="folder holding train.parquet and val.parquet (build-rl --out/--val-out); "
+                        "on a cluster, a path on the shared volume (default: the recipe's data paths)")
+    parser.add_argument("--model", help="actor_rollout_ref.model.path: a local folder (e.g. the SFT checkpoint on the "
+                        "shared volume) or a hub id (default: the recipe's)")
     parser.add_argument("--python", help="python for the printed/spawned command (default: this interpreter)")
     parser.add_argument("--dry-run", "--print", dest="dry_run", action="store_true", help="print the command instead of running it")
 
@@ -241,6 +258,8 @@ def build(args: argparse.Namespace, extra: Sequence[str], environ: dict[str, str
         cluster=use_cluster(args.cluster, environ),
         extra=extra,
         environ=environ,
+        data_dir=args.data_dir,
+        model=args.model,
     )
 
 

@@ -261,3 +261,37 @@ def test_render_cli_prints_yaml():
     assert job["spec"]["entrypoint"].endswith("-- trainer.total_training_steps=1")
     bad = run_py("-m", "care_verl.launch.k8s", "--recipe", "tiny_cpu", "--nnodes", "0")
     assert bad.returncode == 2 and "nnodes" in bad.stderr
+
+
+# --- shared paths (issue 16): the driver runs on the head pod, so every path is on the volume ----
+
+
+def _mount_paths(job) -> set[str]:
+    return {m["mountPath"] for _, t in pod_templates(job) for c in t["spec"]["containers"] for m in c["volumeMounts"]}
+
+
+def test_shipped_rayjob_reads_data_from_the_shared_volume():
+    job = load_rayjob()
+    args, extra = train_launch.parse_args(shlex.split(job["spec"]["entrypoint"])[3:])
+    argv = train_launch.build(args, extra, environ={})
+    train = next(a.split("=", 1)[1] for a in argv if a.startswith("data.train_files="))
+    val = next(a.split("=", 1)[1] for a in argv if a.startswith("data.val_files="))
+    assert (train, val) == (f"{args.data_dir}/train.parquet", f"{args.data_dir}/val.parquet")
+    shared = "/mnt/shared"
+    assert shared in _mount_paths(job) and train.startswith(shared + "/") and args.runs_root.startswith(shared + "/")
+    for _, template in pod_templates(job):
+        env = {e["name"]: e["value"] for e in template["spec"]["containers"][0]["env"]}
+        assert env["HF_HOME"].startswith(shared + "/")  # one model download for every node
+
+
+def test_render_sets_data_model_and_cache_paths(rayjob_validator):
+    job = k8s_launch.render(load_rayjob(), "qwen25vl_7b", data_dir="/mnt/shared/d", model="/mnt/shared/m/sft",
+                            hf_home="/mnt/shared/cache/hf")
+    check_job(job, rayjob_validator, versions=(K8S_VERSION,))
+    args, _ = train_launch.parse_args(shlex.split(job["spec"]["entrypoint"])[3:])
+    assert (args.data_dir, args.model) == ("/mnt/shared/d", "/mnt/shared/m/sft")
+    argv = train_launch.build(args, [], environ={})
+    assert "actor_rollout_ref.model.path=/mnt/shared/m/sft" in argv
+    for _, template in pod_templates(job):
+        env = [e for e in template["spec"]["containers"][0]["env"] if e["name"] == "HF_HOME"]
+        assert env == [{"name": "HF_HOME", "value": "/mnt/shared/cache/hf"}]

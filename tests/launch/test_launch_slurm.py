@@ -270,3 +270,34 @@ def _alive(pid: int) -> bool:
 def test_sbatch_parses_the_script():
     proc = subprocess.run(["sbatch", "--test-only", str(SBATCH), "tiny_cpu"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_container_mode_runs_the_wait_and_the_driver_in_the_container(tmp_path):
+    """With SRUN_ARGS (pyxis/enroot), nothing but srun itself runs on the bare host."""
+    srun_args = "--container-image=reg/care:1 --container-name=care --container-mounts=/shared:/shared"
+    env = _env(tmp_path, SLURM_JOB_NODELIST="gpu[07-08]", PATH=_no_scontrol_path(tmp_path), SLURM_GPUS_ON_NODE="8",
+               SRUN_ARGS=srun_args, PYTHON="python3")
+    proc = sbatch(["--dry-run", "--data-dir", "/shared/data/care_rl", "--model", "/shared/sft", "--hf-home",
+                   "/shared/hf", "qwen25vl_7b", "+preset=smoke"], env)
+    assert proc.returncode == 0, proc.stderr
+    steps = _plus_lines(proc.stdout)
+    assert steps and all(s[0] == "srun" for s in steps), steps  # ray start, both waits, the driver
+    waits = [s for s in steps if "care_verl.launch.ray_cluster" in s]
+    driver = [s for s in steps if "care_verl.launch.train" in s]
+    assert len(waits) == 2 and len(driver) == 1
+    for step in waits + driver:
+        assert step[5] == "gpu07" and set(shlex.split(srun_args)) <= set(step)
+    (d,) = driver
+    assert "RAY_ADDRESS=gpu07:6379" in d
+    assert d[d.index("--data-dir") + 1] == "/shared/data/care_rl" and d[d.index("--model") + 1] == "/shared/sft"
+    assert d[-2:] == ["--", "+preset=smoke"]
+    assert "HF_HOME" not in proc.stderr
+
+
+def test_host_mode_passes_the_shared_paths(tmp_path):
+    env = _env(tmp_path, SLURM_JOB_NODELIST="gpu07", PATH=_no_scontrol_path(tmp_path))
+    proc = sbatch(["--dry-run", "--data-dir", str(tmp_path / "data"), "--model", str(tmp_path / "sft"), "tiny_cpu"], env)
+    assert proc.returncode == 0, proc.stderr
+    cmd = _main_command(proc.stdout)
+    assert f"data.train_files={tmp_path}/data/train.parquet" in cmd and f"data.val_files={tmp_path}/data/val.parquet" in cmd
+    assert f"actor_rollout_ref.model.path={tmp_path}/sft" in cmd
