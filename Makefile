@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.care_verl_installed
 
-.PHONY: setup demo test test-fast bench clean
+.PHONY: setup demo compare test test-fast bench clean
 
 $(STAMP): pyproject.toml constraints/cpu.txt
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) on PATH (or run: make PYTHON=/path/to/python3.11 ...)"; exit 1; }
@@ -20,6 +20,11 @@ setup: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) -m care_verl.demo
+
+# GRPO / CARE / CARE w/o RGR x 5 seeds, 2 ablations x 3, RGR modes x 3 (hours of CPU; resumes where it stopped).
+# Reuses the demo's SFT model when there is one; COMPARE_ARGS adds options (python -m care_verl.compare --help).
+compare: $(STAMP)
+	$(PY) -m care_verl.compare $(if $(wildcard runs/demo/sft/model/config.json),--sft-model runs/demo/sft/model) $(COMPARE_ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests

@@ -1,15 +1,22 @@
-"""GRPO vs CARE vs CARE without RGR on the demo task, over seeds, with the same start and budget.
+"""GRPO vs CARE vs CARE without RGR (and CARE ablations, RGR modes) on the demo task, over seeds.
 
-``python -m care_verl.compare [--run-dir runs/compare] [--seeds 0 1 2] [--steps 60] [--sft-model DIR]``
+``python -m care_verl.compare [--run-dir runs/compare] [--sft-model DIR] [--steps 300] [...]``  (``make compare``)
 
 1. one cold-start SFT model shared by every run (``--sft-model`` reuses one, e.g. the demo's);
-2. for each seed and variant, RL through ``python -m care_verl.main +recipe=demo_cpu`` with only
-   ``algorithm.adv_estimator`` / ``care.rgr.mode`` and the seed keys changed; a finished run is
-   not run again (re-running the command resumes the sweep);
-3. RGR modes (``care.rgr.mode=repair | promptless | random``) for the RGR success-rate comparison;
-4. ``compare.md`` (tables), ``compare.json`` and ``compare_heldout.png`` / ``compare_rollout.png``.
+2. the plan (:func:`plan_jobs`): GRPO, CARE and CARE without RGR over ``--seeds`` (5); CARE with
+   ``care.region.mode=uniform`` and with ``care.selector=random`` over ``--ablation-seeds`` (3);
+   RGR modes promptless / random over ``--rgr-seeds`` (3) for ``--rgr-steps`` (repair = the first
+   ``--rgr-steps`` of the CARE runs of the same seeds). Every run: RL through
+   ``python -m care_verl.main +recipe=demo_cpu`` from the same SFT model, differing only in the
+   variant's overrides and the seed keys, evaluated on ``--heldout-n`` (500) test items;
+3. before starting, the estimated wall time of the runs still to do, from measured step times
+   (finished runs on disk, else ``--step-s``); a finished run is not run again, so re-running the
+   command resumes the sweep (an interrupted run restarts);
+4. ``compare.md`` (tables: mean and 95 % t-interval over seeds, paired differences to GRPO per
+   seed, RGR success per mode with Wilson intervals beside the paper's, signature), ``compare.json``
+   and plots (``compare_heldout.png``, ``compare_ablations.png``, ``compare_rollout.png``, ``compare_rgr.png``).
 
-``--report-only`` rebuilds the report from the runs on disk.
+``--report-only`` rebuilds the report from the runs on disk; ``--plan-only`` prints the plan and the estimate.
 """
 
 from __future__ import annotations
@@ -22,18 +29,31 @@ import time
 from pathlib import Path
 
 from care_verl.demo import analysis as A
+from care_verl.demo import stats as S
 from care_verl.demo.stages import RLSettings, SFTSettings, exit_on_sigterm, run_rl_stage, run_sft_stage
 
+CARE = ["algorithm.adv_estimator=care", "care.rgr.mode=repair"]
 VARIANTS = {
     "grpo": ["algorithm.adv_estimator=grpo"],
-    "care": ["algorithm.adv_estimator=care", "care.rgr.mode=repair"],
+    "care": CARE,
     "care_no_rgr": ["algorithm.adv_estimator=care", "care.rgr.mode=off"],
 }
+ABLATIONS = {
+    "care_uniform": [*CARE, "care.region.mode=uniform"],
+    "care_random_selector": [*CARE, "care.selector=random"],
+}
 RGR_MODES = {
-    "repair": ["algorithm.adv_estimator=care", "care.rgr.mode=repair"],
+    "repair": CARE,
     "promptless": ["algorithm.adv_estimator=care", "care.rgr.mode=promptless"],
     "random": ["algorithm.adv_estimator=care", "care.rgr.mode=random"],
 }
+BASELINE = "grpo"
+# The paper's RGR success rates (Table: repair cue / promptless / random resampling).
+PAPER_RGR = {"repair": 0.766, "promptless": 0.193, "random": 0.128}
+# Used for the estimate only when no run on disk has measured it (--step-s overrides): seconds per
+# RL step including start-up and evaluations amortized, measured by the demo (docs/demo.md).
+DEFAULT_STEP_S = 10.0
+STARTUP_S = 90.0
 
 
 def seed_overrides(seed: int) -> list[str]:
@@ -44,43 +64,42 @@ def seed_overrides(seed: int) -> list[str]:
 
 
 def run_complete(run_dir: Path, steps: int) -> bool:
-    metrics = A.read_metrics(run_dir / "metrics.jsonl")
+    metrics = A.read_metrics(run_dir / "metrics.jsonl") if (run_dir / "metrics.jsonl").exists() else []
     return bool(metrics) and max(m["step"] for m in metrics) >= steps
 
 
 # ---- aggregation (pure; unit-tested on synthetic metrics) -------------------------------------
+SCALARS = ("start", "final", "best", "last_k_mean", "auc", "gain")
+
+
 def collect(runs: dict[str, list[dict]]) -> dict:
-    """``runs``: {variant: [{"seed", "metrics", "events", "rollout_acc"}, ...]} -> per-variant statistics."""
+    """``runs``: {variant: [{"seed", "metrics", "events", "rollout_acc"}, ...]} -> per-variant statistics.
+
+    Every scalar is a :func:`stats.mean_ci` over seeds (mean, sample sd, 95 % t-interval);
+    ``per_seed`` keeps the run values for the paired differences.
+    """
     out = {}
     for name, seeds in runs.items():
         summaries = [A.run_summary(r["metrics"]) for r in seeds]
         curves = [A.val_accuracy(r["metrics"]) for r in seeds]
         first_q, last_q = [], []
         for r in seeds:
-            s, v = r.get("rollout_acc") or ([], [])
+            _, v = r.get("rollout_acc") or ([], [])
             if v:
                 q = max(1, len(v) // 4)
                 first_q.append(sum(v[:q]) / q)
                 last_q.append(sum(v[-q:]) / q)
-        entry = {
-            "seeds": [r["seed"] for r in seeds],
-            "start": A.summarize([s["start"] for s in summaries]),
-            "final": A.summarize([s["final"] for s in summaries]),
-            "best": A.summarize([s["best"] for s in summaries]),
-            "last_k_mean": A.summarize([s["last_k_mean"] for s in summaries]),
-            "auc": A.summarize([s["auc"] for s in summaries]),
-            "gain": A.summarize([s["gain"] for s in summaries]),
-            "rollout_first_quarter": A.summarize(first_q),
-            "rollout_last_quarter": A.summarize(last_q),
-            "per_seed_final": [s["final"] for s in summaries],
-            "curves": {"runs": curves, "agg": A.aggregate_curves(curves)},
-        }
+        entry = {"seeds": [r["seed"] for r in seeds],
+                 **{k: S.mean_ci([s[k] for s in summaries]) for k in SCALARS},
+                 "per_seed": {k: {r["seed"]: s[k] for r, s in zip(seeds, summaries)} for k in SCALARS},
+                 "rollout_first_quarter": S.mean_ci(first_q), "rollout_last_quarter": S.mean_ci(last_q),
+                 "curves": {"runs": curves, "agg": A.aggregate_curves(curves)}}
         rgr = [A.rgr_success(r["metrics"]) for r in seeds]
         if any(x["generated"] for x in rgr):
             gen = sum(x["generated"] for x in rgr)
             rep = sum(x["repaired"] for x in rgr)
-            entry["rgr"] = {"generated": gen, "repaired": rep, "success_rate": rep / gen if gen else float("nan"),
-                            "per_seed": A.summarize([x["success_rate"] for x in rgr])}
+            entry["rgr"] = {"generated": gen, "repaired": rep, "pooled": S.wilson(rep, gen),
+                            "per_seed": S.mean_ci([x["success_rate"] for x in rgr])}
         events = [e for r in seeds for e in (r.get("events") or [])]
         if events:
             entry["signature"] = A.signature_stats(A.signature_points(events))
@@ -88,34 +107,52 @@ def collect(runs: dict[str, list[dict]]) -> dict:
     return out
 
 
-def _fmt(stat: dict) -> str:
-    if not stat or stat.get("n", 0) == 0 or not math.isfinite(stat["mean"]):
-        return "–"
-    return f"{stat['mean']:.3f} ± {stat['std']:.3f}"
+def paired_to_baseline(stats: dict, baseline: str = BASELINE, keys=("final", "best", "last_k_mean", "auc")) -> dict:
+    """{variant: {key: paired_difference(variant, baseline)}} for every variant but the baseline."""
+    if baseline not in stats:
+        return {}
+    base = stats[baseline]["per_seed"]
+    return {name: {k: S.paired_difference(s["per_seed"][k], base[k]) for k in keys}
+            for name, s in stats.items() if name != baseline}
 
 
 def markdown_table(stats: dict) -> str:
-    """Held-out accuracy per variant (mean ± population std over seeds)."""
-    lines = ["| variant | seeds | held-out acc, step 0 | final | best | mean of last 2 evals | mean over evals (AUC) "
+    """Held-out accuracy per variant: mean [95 % t-interval] over seeds."""
+    lines = ["| variant | seeds | held-out acc, step 0 | final | best | mean of last 2 evals | AUC (mean over evals) "
              "| rollout acc, first → last quarter | per-seed final |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for name, s in stats.items():
-        rollout = f"{_fmt(s['rollout_first_quarter'])} → {_fmt(s['rollout_last_quarter'])}"
-        finals = ", ".join(f"{v:.3f}" for v in s["per_seed_final"])
-        lines.append(f"| {name} | {len(s['seeds'])} | {_fmt(s['start'])} | {_fmt(s['final'])} | {_fmt(s['best'])} | "
-                     f"{_fmt(s['last_k_mean'])} | {_fmt(s['auc'])} | {rollout} | {finals} |")
+        rollout = f"{S.fmt_ci(s['rollout_first_quarter'])} → {S.fmt_ci(s['rollout_last_quarter'])}"
+        finals = ", ".join(f"{v:.3f}" for v in s["per_seed"]["final"].values())
+        lines.append(f"| {name} | {len(s['seeds'])} | {S.fmt_ci(s['start'])} | {S.fmt_ci(s['final'])} | "
+                     f"{S.fmt_ci(s['best'])} | {S.fmt_ci(s['last_k_mean'])} | {S.fmt_ci(s['auc'])} | {rollout} | "
+                     f"{finals} |")
+    return "\n".join(lines)
+
+
+def paired_table(paired: dict, baseline: str = BASELINE) -> str:
+    """Per-seed paired differences to the baseline: mean [95 % t-interval]."""
+    lines = [f"| variant − {baseline} | paired seeds | final | best | mean of last 2 evals | AUC | per-seed final diff |",
+             "|---|---:|---:|---:|---:|---:|---|"]
+    for name, p in paired.items():
+        diffs = ", ".join(f"{d:+.3f}" for d in p["final"]["diffs"])
+        lines.append(f"| {name} | {p['final']['n']} | {S.fmt_ci(p['final'])} | {S.fmt_ci(p['best'])} | "
+                     f"{S.fmt_ci(p['last_k_mean'])} | {S.fmt_ci(p['auc'])} | {diffs} |")
     return "\n".join(lines)
 
 
 def rgr_table(stats: dict) -> str:
-    lines = ["| RGR mode | runs | repairs attempted | repaired | success rate (pooled) | per-run mean ± std |",
-             "|---|---:|---:|---:|---:|---:|"]
+    lines = ["| RGR mode | runs | repairs attempted | repaired | success rate, pooled [Wilson 95 %] "
+             "| per-run mean [t 95 %] | paper |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
     for name, s in stats.items():
         r = s.get("rgr")
         if not r:
             continue
+        w = r["pooled"]
+        paper = f"{PAPER_RGR[name]:.3f}" if name in PAPER_RGR else "–"
         lines.append(f"| {name} | {len(s['seeds'])} | {int(r['generated'])} | {int(r['repaired'])} | "
-                     f"{r['success_rate']:.3f} | {_fmt(r['per_seed'])} |")
+                     f"{w['rate']:.3f} [{w['lo']:.3f}, {w['hi']:.3f}] | {S.fmt_ci(r['per_seed'])} | {paper} |")
     return "\n".join(lines)
 
 
@@ -155,24 +192,45 @@ def first_steps(run: dict, steps: int) -> dict:
             "events": [e for e in (run.get("events") or []) if e.get("step", 0) <= steps]}
 
 
-def report(root: Path, seeds: list[int], steps: int, rgr_seeds: list[int], meta: dict,
-           rgr_steps: int | None = None) -> dict:
+def _band(curves: dict) -> dict:
+    """Curves with a 95 % t-interval band per step (plots.plot_compare draws lo..hi)."""
+    out = {}
+    for name, c in curves.items():
+        agg = dict(c["agg"])
+        lookup = [dict(zip(s, v)) for s, v in c["runs"]]
+        cis = [S.mean_ci([d[step] for d in lookup if step in d]) for step in agg["steps"]]
+        agg["lo"] = [ci["lo"] if math.isfinite(ci["lo"]) else ci["mean"] for ci in cis]
+        agg["hi"] = [ci["hi"] if math.isfinite(ci["hi"]) else ci["mean"] for ci in cis]
+        out[name] = {**c, "agg": agg}
+    return out
+
+
+def report(root: Path, meta: dict) -> dict:
+    """Tables and plots from the runs on disk; ``meta``: seeds, ablation_seeds, rgr_seeds, steps, rgr_steps."""
     from care_verl.demo import plots as P
 
-    rgr_steps = rgr_steps or steps
+    steps, rgr_steps = meta["steps"], meta.get("rgr_steps") or meta["steps"]
+    seeds, abl_seeds, rgr_seeds = meta["seeds"], meta.get("ablation_seeds", []), meta.get("rgr_seeds", [])
     main_runs = load_runs(root, list(VARIANTS), seeds, steps)
+    abl_runs = load_runs(root, list(ABLATIONS), abl_seeds, steps)
     mode_runs = load_runs(root / "rgr_modes", list(RGR_MODES), rgr_seeds, rgr_steps)
-    # The repair mode of the RGR comparison is the main CARE run of the same seed, over the same
-    # number of steps as the other modes.
-    if "care" in main_runs:
-        mode_runs["repair"] = [first_steps(r, rgr_steps) for r in main_runs["care"] if r["seed"] in rgr_seeds] \
-            + mode_runs.get("repair", [])
+    # repair = the CARE runs of the same seeds, cut to the RGR-mode budget (a separate repair run
+    # exists only for an RGR seed without a CARE run)
+    care_seeds = {r["seed"] for r in main_runs.get("care", [])}
+    mode_runs["repair"] = [first_steps(r, rgr_steps) for r in main_runs.get("care", []) if r["seed"] in rgr_seeds] \
+        + [r for r in mode_runs.get("repair", []) if r["seed"] not in care_seeds]
     stats = collect(main_runs)
-    mode_stats = collect({k: mode_runs[k] for k in RGR_MODES if k in mode_runs})
+    care_ref = [r for r in main_runs.get("care", []) if r["seed"] in abl_seeds]
+    abl_stats = collect({**({"care": care_ref} if care_ref and abl_runs else {}), **abl_runs})
+    mode_stats = collect({k: mode_runs[k] for k in RGR_MODES if mode_runs.get(k)})
+    paired = paired_to_baseline({**stats, **{k: v for k, v in abl_stats.items() if k in ABLATIONS}})
     plots = {}
+    n_items = meta.get("heldout_n", "")
     if stats:
-        plots["heldout"] = P.plot_compare({k: v["curves"] for k, v in stats.items()}, root / "compare_heldout.png",
-                                          title=f"held-out greedy accuracy, {len(seeds)} seeds (band: min..max)")
+        plots["heldout"] = P.plot_compare(_band({k: v["curves"] for k, v in stats.items()}),
+                                          root / "compare_heldout.png",
+                                          title=f"held-out greedy accuracy ({n_items} items): mean over seeds, "
+                                                "band = 95 % t-interval")
         roll = {}
         for name, seeds_runs in main_runs.items():
             curves = [A.windowed(*r["rollout_acc"], 10) for r in seeds_runs if r["rollout_acc"][0]]
@@ -180,53 +238,109 @@ def report(root: Path, seeds: list[int], steps: int, rgr_seeds: list[int], meta:
         plots["rollout"] = P.plot_compare(roll, root / "compare_rollout.png",
                                           title="training rollout accuracy (T=1, fresh prompts), 10-step means",
                                           ylabel="rollout accuracy (T=1, before RGR)")
+    if abl_runs:
+        plots["ablations"] = P.plot_compare(_band({k: v["curves"] for k, v in abl_stats.items()}),
+                                            root / "compare_ablations.png",
+                                            title="CARE ablations: held-out greedy accuracy, band = 95 % t-interval")
+    if any(s.get("rgr") for s in mode_stats.values()):
+        plots["rgr"] = P.plot_rgr_modes({k: v["rgr"] for k, v in mode_stats.items() if v.get("rgr")}, PAPER_RGR,
+                                        root / "compare_rgr.png")
     md = [f"# GRPO vs CARE vs CARE without RGR ({meta.get('task', '')})", "",
           f"Command: `{meta.get('command', '')}`", "",
-          f"Start model: {meta.get('sft_model', '')}", "", f"RL steps per run: {steps}; seeds: {seeds}", "",
-          "## Held-out accuracy (greedy, 200 test items; mean ± population std over seeds)", "",
-          markdown_table(stats), "", f"## RGR repair success by mode (first {rgr_steps} steps; seeds {rgr_seeds})",
-          "", rgr_table(mode_stats), "",
+          f"Start model: {meta.get('sft_model', '')}", "",
+          f"RL steps per run: {steps}; seeds: {seeds}; ablation seeds: {abl_seeds}; RGR-mode seeds: {rgr_seeds} "
+          f"({rgr_steps} steps); held-out items: {n_items}", "",
+          "## Held-out accuracy (greedy; mean [95 % t-interval] over seeds)", "", markdown_table(stats), "",
+          "## CARE ablations (same seeds' CARE runs for reference)", "", markdown_table(abl_stats) if abl_runs else "(no ablation run finished yet)", "",
+          f"## Paired differences to {BASELINE} (same seed; mean [95 % t-interval])", "", paired_table(paired), "",
+          f"## RGR repair success by mode (first {rgr_steps} steps; seeds {rgr_seeds})", "", rgr_table(mode_stats), "",
           "## Mechanism signature (raw subgroup z recomputed from rewards)", "", signature_table(stats), ""]
     (root / "compare.md").write_text("\n".join(md))
-    slim = {k: {kk: vv for kk, vv in v.items() if kk != "curves"} for k, v in stats.items()}
-    slim_modes = {k: {kk: vv for kk, vv in v.items() if kk != "curves"} for k, v in mode_stats.items()}
-    result = {"meta": meta, "variants": slim, "rgr_modes": slim_modes, "plots": plots,
+
+    def slim(d):
+        return {k: {kk: vv for kk, vv in v.items() if kk != "curves"} for k, v in d.items()}
+
+    result = {"meta": meta, "variants": slim(stats), "ablations": slim(abl_stats), "paired_to_grpo": paired,
+              "rgr_modes": slim(mode_stats), "plots": plots,
               "curves": {k: v["curves"]["agg"] for k, v in stats.items()}}
     (root / "compare.json").write_text(json.dumps(result, indent=2, default=str))
     return result
 
 
+# ---- the plan, resume and the time estimate (pure; unit-tested) --------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m care_verl.compare", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     p.add_argument("--run-dir", default="runs/compare")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--steps", type=int, default=60, help="RL steps per run (same for every variant)")
-    p.add_argument("--test-freq", type=int, default=10)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="seeds of GRPO / CARE / CARE w/o RGR")
+    p.add_argument("--ablation-seeds", type=int, nargs="*", default=[0, 1, 2],
+                   help="seeds of CARE with care.region.mode=uniform and with care.selector=random")
+    p.add_argument("--ablations", nargs="*", default=list(ABLATIONS), choices=list(ABLATIONS))
+    p.add_argument("--steps", type=int, default=300, help="RL steps per run (same for every variant)")
+    p.add_argument("--test-freq", type=int, default=25)
+    p.add_argument("--heldout-n", type=int, default=500, help="held-out test items per evaluation")
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     p.add_argument("--rgr-modes", nargs="*", default=["promptless", "random"], choices=list(RGR_MODES),
                    help="extra CARE runs with these care.rgr.mode values (repair = the main CARE runs)")
-    p.add_argument("--rgr-seeds", type=int, nargs="+", default=[0])
-    p.add_argument("--rgr-steps", type=int, default=None,
-                   help="RL steps of the RGR-mode runs (default: --steps); repair is the CARE runs' first N steps")
+    p.add_argument("--rgr-seeds", type=int, nargs="*", default=[0, 1, 2])
+    p.add_argument("--rgr-steps", type=int, default=50,
+                   help="RL steps of the RGR-mode runs; repair is the CARE runs' first N steps")
     p.add_argument("--task", default="bars")
     p.add_argument("--difficulty", type=int, default=1)
     p.add_argument("--sft-model", default=None, help="start every run from this HF model (default: run SFT once)")
     p.add_argument("--recipe", default="demo_cpu")
+    p.add_argument("--step-s", type=float, default=None,
+                   help="seconds per RL step for the estimate (default: measured from finished runs on disk)")
     p.add_argument("--report-only", action="store_true")
+    p.add_argument("--plan-only", action="store_true", help="print the plan and the time estimate, run nothing")
     p.add_argument("--quiet", action="store_true")
     return p
 
 
 def plan_jobs(root: Path, args: argparse.Namespace) -> list[tuple[Path, str, list[str], int, int]]:
-    """``(run_dir, name, overrides, seed, steps)`` of every run: the variants x seeds, then the RGR modes."""
-    rgr_steps = args.rgr_steps or args.steps
-    jobs = [(root / v / f"seed{s}", v, VARIANTS[v], s, args.steps) for s in args.seeds for v in args.variants]
-    jobs += [(root / "rgr_modes" / m / f"seed{s}", f"rgr_{m}", RGR_MODES[m], s, rgr_steps)
-             for s in args.rgr_seeds for m in args.rgr_modes if m != "repair"]
+    """``(run_dir, name, overrides, seed, steps)`` of every run, seed by seed (so that a partial sweep
+    already holds complete paired blocks): the main variants, the ablations, the RGR modes."""
+    steps, rgr_steps = args.steps, args.rgr_steps or args.steps
+    jobs = []
+    for seed in sorted(set(args.seeds) | set(args.ablation_seeds) | set(args.rgr_seeds)):
+        if seed in args.seeds:
+            jobs += [(root / v / f"seed{seed}", v, VARIANTS[v], seed, steps) for v in args.variants]
+        if seed in args.ablation_seeds:
+            jobs += [(root / a / f"seed{seed}", a, ABLATIONS[a], seed, steps) for a in args.ablations]
+        if seed in args.rgr_seeds:
+            has_care = seed in args.seeds and "care" in args.variants
+            jobs += [(root / "rgr_modes" / m / f"seed{seed}", f"rgr_{m}", RGR_MODES[m], seed, rgr_steps)
+                     for m in args.rgr_modes if not (m == "repair" and has_care)]
+            if not has_care and "repair" not in args.rgr_modes:
+                jobs.append((root / "rgr_modes" / "repair" / f"seed{seed}", "rgr_repair", RGR_MODES["repair"], seed,
+                             rgr_steps))
     # names go into a Hydra override value: keep them to [A-Za-z0-9_]
     return [(d, name, [*ov, *seed_overrides(seed), f"trainer.experiment_name=compare_{name}_s{seed}"], seed, steps)
             for d, name, ov, seed, steps in jobs]
+
+
+def pending_jobs(jobs: list) -> list:
+    """The planned runs that have not finished (a run is finished when its metrics reach its step budget)."""
+    return [j for j in jobs if not run_complete(j[0], j[4])]
+
+
+def measured_step_s(root: Path, startup_s: float = STARTUP_S) -> tuple[float | None, int]:
+    """Seconds per RL step (evaluations included, start-up excluded) over the finished runs' ``wall.json``."""
+    per_step = []
+    for path in sorted(root.rglob("wall.json")):
+        w = json.loads(path.read_text())
+        if w.get("steps", 0) > 0 and w.get("wall_s", 0) > startup_s:
+            per_step.append((w["wall_s"] - startup_s) / w["steps"])
+    return (sum(per_step) / len(per_step) if per_step else None), len(per_step)
+
+
+def estimate_wall_s(jobs: list, step_s: float, startup_s: float = STARTUP_S) -> float:
+    """Serial wall time of ``jobs``: a start-up per run plus its steps at ``step_s``."""
+    return sum(startup_s + j[4] * step_s for j in jobs)
+
+
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -244,38 +358,57 @@ def main(argv: list[str] | None = None) -> int:
 
     meta_path = root / "meta.json"
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    jobs = plan_jobs(root, args)
     if not args.report_only:
+        todo = pending_jobs(jobs)
+        measured, n_measured = measured_step_s(root)
+        step_s = args.step_s or measured or DEFAULT_STEP_S
+        source = ("--step-s" if args.step_s else f"measured over {n_measured} finished runs" if measured
+                  else "the demo's step time (no run measured yet; pass --step-s)")
+        say(f"[compare] plan: {len(jobs)} runs, {len(jobs) - len(todo)} finished, {len(todo)} to run; "
+            f"estimated wall time {_hours(estimate_wall_s(todo, step_s))} one run at a time "
+            f"({step_s:.1f} s/step from {source}, {STARTUP_S:.0f} s start-up per run)")
+        if args.plan_only:
+            for d, name, _, seed, steps in jobs:
+                say(f"  {'done' if run_complete(d, steps) else 'todo'}  {name} seed {seed}: {steps} steps  ({d})")
+            return 0
         if args.sft_model:
             sft_model = str(Path(args.sft_model).resolve())
         elif meta.get("sft_model") and Path(meta["sft_model"]).exists():
             sft_model = meta["sft_model"]
         else:
+            from care_verl.demo.stages import rl_repair_cue
             from care_verl.models import build_tiny_model
 
             say("[compare] cold-start SFT (shared by every run)")
             sft = run_sft_stage(root / "sft", build_tiny_model("qwen2_5_vl"), (args.task,), args.difficulty,
-                                SFTSettings(), quiet=args.quiet)
+                                SFTSettings(cue=rl_repair_cue(args.recipe, extra)), quiet=args.quiet)
             sft_model = sft["model_dir"]
         meta = {"task": f"{args.task} (difficulty {args.difficulty})", "sft_model": sft_model,
-                "command": "python -m care_verl.compare " + " ".join(sys.argv[1:] if argv is None else argv),
-                "steps": args.steps, "seeds": args.seeds, "rgr_seeds": args.rgr_seeds,
-                "rgr_steps": args.rgr_steps or args.steps, "extra": extra}
+                "command": "python -m care_verl.compare " + " ".join(argv), "steps": args.steps,
+                "seeds": args.seeds, "ablation_seeds": args.ablation_seeds, "rgr_seeds": args.rgr_seeds,
+                "rgr_steps": args.rgr_steps or args.steps, "heldout_n": args.heldout_n, "extra": extra}
         meta_path.write_text(json.dumps(meta, indent=2))
-        jobs = plan_jobs(root, args)
         for i, (run_dir, name, overrides, seed, steps) in enumerate(jobs, 1):
             if run_complete(run_dir, steps):
-                say(f"[compare] {i}/{len(jobs)} {name} seed {seed}: done already")
                 continue
             rl = RLSettings(recipe=args.recipe, steps=steps, test_freq=args.test_freq,
-                            extra=[*data_overrides(args.task, args.difficulty, 200), *overrides, *extra])
+                            extra=[*data_overrides(args.task, args.difficulty, args.heldout_n), *overrides, *extra])
             t = time.time()
             try:
                 run_rl_stage(run_dir, sft_model, rl, desc=f"{i}/{len(jobs)} {name} seed {seed}", quiet=args.quiet,
-                             timeout_s=steps * 40 + 900)
-                say(f"[compare] {i}/{len(jobs)} {name} seed {seed}: {time.time() - t:.0f} s")
+                             timeout_s=steps * 60 + 1800)
+                (run_dir / "wall.json").write_text(json.dumps({"wall_s": time.time() - t, "steps": steps}))
+                measured, _ = measured_step_s(root)
+                left = pending_jobs(jobs)
+                say(f"[compare] {i}/{len(jobs)} {name} seed {seed}: {time.time() - t:.0f} s; "
+                    f"{len(left)} runs left, about {_hours(estimate_wall_s(left, args.step_s or measured))}")
             except (RuntimeError, TimeoutError) as exc:
                 say(f"[compare] {i}/{len(jobs)} {name} seed {seed} FAILED: {exc}")
-    result = report(root, args.seeds, args.steps, args.rgr_seeds, meta, rgr_steps=meta.get("rgr_steps"))
+    if not meta:
+        say("[compare] nothing to report yet (no meta.json)")
+        return 0
+    result = report(root, meta)
     say((root / "compare.md").read_text())
     say(f"[compare] report: {root / 'compare.md'}; plots: {', '.join(result['plots'].values())}")
     return 0

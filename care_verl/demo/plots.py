@@ -144,7 +144,8 @@ VARIANT_COLORS = {"grpo": "tab:gray", "care": "tab:red", "care_no_rgr": "tab:ora
 
 def plot_compare(curves: dict[str, dict], out: str | Path, title: str = "",
                  ylabel: str = "held-out accuracy (greedy)") -> str:
-    """Held-out accuracy per variant: mean across seeds, band = min..max, thin lines = seeds.
+    """Held-out accuracy per variant: mean across seeds, band = ``agg["lo"]..agg["hi"]`` when given
+    (the compare report passes the 95 % t-interval) else min..max, thin lines = seeds.
 
     ``curves``: {variant: {"agg": aggregate_curves(...), "runs": [(steps, values), ...]}}."""
     plt = _plt()
@@ -156,12 +157,39 @@ def plot_compare(curves: dict[str, dict], out: str | Path, title: str = "",
         agg = c["agg"]
         if agg["steps"]:
             ax.plot(agg["steps"], agg["mean"], "o-", color=color, lw=2, ms=3, label=f"{name} (n={len(c['runs'])})")
-            ax.fill_between(agg["steps"], agg["min"], agg["max"], color=color, alpha=0.15)
+            lo, hi = (agg["lo"], agg["hi"]) if "lo" in agg else (agg["min"], agg["max"])
+            ax.fill_between(agg["steps"], lo, hi, color=color, alpha=0.15)
     ax.set_xlabel("RL step")
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title(title or "held-out accuracy: mean over seeds, band = min..max")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return str(out)
+
+
+def plot_rgr_modes(rgr: dict[str, dict], paper: dict[str, float], out: str | Path) -> str:
+    """RGR success rate per mode: pooled rate with its Wilson 95 % interval, the paper's rate beside it.
+
+    ``rgr``: {mode: {"pooled": stats.wilson(...), "generated": n}}."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    modes = list(rgr)
+    x = list(range(len(modes)))
+    rates = [rgr[m]["pooled"]["rate"] for m in modes]
+    err = [[r - rgr[m]["pooled"]["lo"] for m, r in zip(modes, rates)],
+           [rgr[m]["pooled"]["hi"] - r for m, r in zip(modes, rates)]]
+    ax.bar([i - 0.2 for i in x], rates, width=0.4, yerr=err, capsize=4, color="tab:red", label="this run (95 % CI)")
+    ax.bar([i + 0.2 for i in x], [paper.get(m, float("nan")) for m in modes], width=0.4, color="grey", alpha=0.6,
+           label="paper (7B)")
+    ax.set_xticks(x, [f"{m}\n(n={int(rgr[m]['generated'])})" for m in modes])
+    ax.set_ylabel("share of RGR re-decodes that became correct")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=8)
+    ax.set_title("RGR success per mode")
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)

@@ -151,13 +151,24 @@ def test_collect_and_tables():
     stats = C.collect(_runs())
     assert stats["grpo"]["final"]["mean"] == pytest.approx(0.6)
     assert stats["care"]["final"]["mean"] == pytest.approx(0.7)
-    assert stats["care"]["final"]["std"] == pytest.approx(math.sqrt(2 / 3) * 0.1)
+    # sample sd of (0.6, 0.7, 0.8) is 0.1; 95 % t-interval half-width t(0.975, 2) * 0.1 / sqrt(3)
+    assert stats["care"]["final"]["sd"] == pytest.approx(0.1)
+    assert stats["care"]["final"]["half"] == pytest.approx(4.302653 * 0.1 / math.sqrt(3), rel=1e-5)
+    assert stats["care"]["per_seed"]["final"] == pytest.approx({0: 0.6, 1: 0.7, 2: 0.8})
     assert stats["grpo"]["rollout_first_quarter"]["mean"] == pytest.approx(0.2)
     assert "rgr" in stats["care"] and "rgr" not in stats["grpo"]
+    assert stats["care"]["rgr"]["pooled"]["rate"] == pytest.approx(30 / 240)
     assert stats["care"]["signature"]["r_anchor_z_vs_sqrtk"] == pytest.approx(1.0)
     table = C.markdown_table(stats)
-    assert "| grpo | 3 |" in table and "0.700 ± 0.082" in table
-    assert "| care |" in C.rgr_table(stats) and "grpo" not in C.rgr_table(stats)
+    assert "| grpo | 3 |" in table and "0.700 [0.452, 0.948]" in table
+    paired = C.paired_to_baseline(stats)
+    assert set(paired) == {"care"}
+    # every seed is exactly +0.1 better: the paired interval has zero width
+    assert paired["care"]["final"]["diffs"] == pytest.approx([0.1, 0.1, 0.1])
+    assert paired["care"]["final"]["half"] == pytest.approx(0.0, abs=1e-12)
+    assert "| care | 3 | 0.100 [0.100, 0.100]" in C.paired_table(paired)
+    rgr = C.rgr_table(stats)
+    assert "| care |" in rgr and "grpo" not in rgr
     assert "1.000" in C.signature_table(stats)
 
 
@@ -207,27 +218,39 @@ def test_report_from_runs_on_disk(tmp_path):
             (d / "metrics.jsonl").write_text("\n".join(json.dumps(x) for x in r["metrics"]))
             if r["events"]:
                 (d / "care_events.jsonl").write_text("\n".join(json.dumps(e) for e in r["events"]))
-    result = C.report(tmp_path, [0, 1, 2], 20, [0], {"task": "bars", "command": "x", "sft_model": "m"})
+    meta = {"task": "bars", "command": "x", "sft_model": "m", "steps": 20, "seeds": [0, 1, 2],
+            "ablation_seeds": [0, 1], "rgr_seeds": [0, 1], "rgr_steps": 10, "heldout_n": 500}
+    result = C.report(tmp_path, meta)
     assert set(result["variants"]) == {"grpo", "care"}
-    assert "repair" in result["rgr_modes"]
+    assert result["rgr_modes"]["repair"]["seeds"] == [0, 1]
+    # repair = the CARE runs cut to the RGR budget: 10 steps x 4 generated, 5 repaired per run
+    assert result["rgr_modes"]["repair"]["rgr"]["generated"] == 80
+    assert result["paired_to_grpo"]["care"]["final"]["mean"] == pytest.approx(0.1)
     md = (tmp_path / "compare.md").read_text()
-    assert "| care | 3 |" in md
-    _check_png(tmp_path / "compare_heldout.png")
+    assert "| care | 3 |" in md and "variant − grpo" in md and "| 0.766 |" in md
+    for name in ("compare_heldout.png", "compare_rollout.png", "compare_rgr.png"):
+        _check_png(tmp_path / name)
 
 
 def test_every_planned_run_has_overrides_hydra_accepts(tmp_path):
     """Each comparison run's overrides parse with Hydra's grammar (a '=' in a run name once broke
-    every RGR-mode run), and the plan covers variants x seeds plus the RGR modes at their budget."""
+    every RGR-mode run), and the plan covers variants x seeds, the ablations and the RGR modes."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from care_verl.demo import compare as C
-
-    args = C.build_parser().parse_args(["--seeds", "0", "1", "--rgr-steps", "20"])
+    args = C.build_parser().parse_args([])
     jobs = C.plan_jobs(tmp_path, args)
     parser = OverridesParser.create()
     for _, name, overrides, seed, _ in jobs:
         parsed = parser.parse_overrides(overrides)
         assert any(o.key_or_group == "care.seed" and o.value() == seed for o in parsed)
     names = [(name, seed, steps) for _, name, _, seed, steps in jobs]
-    assert names[:6] == [(v, s, 60) for s in (0, 1) for v in ("grpo", "care", "care_no_rgr")]
-    assert names[6:] == [("rgr_promptless", 0, 20), ("rgr_random", 0, 20)]
+    # defaults: 3 variants x 5 seeds, 2 ablations x 3 seeds, 2 extra RGR modes x 3 seeds
+    assert len(jobs) == 15 + 6 + 6
+    assert names[:7] == [("grpo", 0, 300), ("care", 0, 300), ("care_no_rgr", 0, 300), ("care_uniform", 0, 300),
+                         ("care_random_selector", 0, 300), ("rgr_promptless", 0, 50), ("rgr_random", 0, 50)]
+    assert sorted(s for n, s, _ in names if n == "grpo") == [0, 1, 2, 3, 4]
+    assert sorted(s for n, s, _ in names if n == "care_uniform") == [0, 1, 2]
+    ov = dict(o.split("=", 1) for o in next(j[2] for j in jobs if j[1] == "care_uniform"))
+    assert ov["care.region.mode"] == "uniform" and ov["care.rgr.mode"] == "repair"
+    ov = dict(o.split("=", 1) for o in next(j[2] for j in jobs if j[1] == "care_random_selector"))
+    assert ov["care.selector"] == "random"

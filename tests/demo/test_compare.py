@@ -1,0 +1,133 @@
+"""The comparison's statistics (closed-form values) and its plan / resume / time estimate (no training)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from care_verl.demo import compare as C
+from care_verl.demo import stats as S
+
+
+@pytest.mark.parametrize("df,q", [(1, 12.706205), (2, 4.302653), (4, 2.776445), (10, 2.228139), (30, 2.042272)])
+def test_t_quantile_matches_the_tables(df, q):
+    assert S.t_quantile(0.975, df) == pytest.approx(q, abs=2e-6)
+    assert S.t_quantile(0.025, df) == pytest.approx(-q, abs=2e-6)
+    assert S.t_cdf(S.t_quantile(0.9, df), df) == pytest.approx(0.9, abs=1e-9)
+
+
+def test_t_quantile_tends_to_the_normal_and_rejects_bad_input():
+    assert S.t_quantile(0.975, 1e6) == pytest.approx(1.959964, abs=1e-4)
+    assert S.t_cdf(0.0, 3) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="p must be"):
+        S.t_quantile(1.0, 3)
+    with pytest.raises(ValueError, match="df must be"):
+        S.t_quantile(0.9, 0)
+
+
+def test_mean_ci_of_known_samples():
+    ci = S.mean_ci([1, 2, 3, 4, 5])
+    assert ci["n"] == 5 and ci["mean"] == 3.0
+    assert ci["sd"] == pytest.approx(math.sqrt(2.5))
+    assert ci["half"] == pytest.approx(2.776445 * math.sqrt(2.5) / math.sqrt(5), abs=1e-6)
+    assert (ci["lo"], ci["hi"]) == pytest.approx((3 - ci["half"], 3 + ci["half"]))
+    # two values: t(0.975, 1) * |a - b| / 2
+    two = S.mean_ci([0.4, 0.6])
+    assert two["half"] == pytest.approx(12.706205 * 0.1, abs=1e-6)
+    assert S.mean_ci([0.5, 0.5, 0.5])["half"] == 0.0
+    one = S.mean_ci([0.7])
+    assert one["mean"] == 0.7 and math.isinf(one["half"]) and S.fmt_ci(one) == "0.700"
+    assert S.mean_ci([float("nan")])["n"] == 0 and S.fmt_ci(S.mean_ci([])) == "–"
+    assert S.mean_ci([1, 2, 3], conf=0.9)["half"] == pytest.approx(2.919986 * 1 / math.sqrt(3), abs=1e-6)
+
+
+def test_paired_difference_pairs_by_seed():
+    variant = {0: 0.60, 1: 0.70, 2: 0.55, 4: 0.9}
+    baseline = {0: 0.50, 1: 0.62, 2: 0.49, 3: 0.1}
+    p = S.paired_difference(variant, baseline)
+    assert p["seeds"] == [0, 1, 2]  # seeds 3 and 4 have no partner
+    assert p["diffs"] == pytest.approx([0.10, 0.08, 0.06])
+    assert p["mean"] == pytest.approx(0.08)
+    assert p["sd"] == pytest.approx(0.02)
+    assert p["half"] == pytest.approx(4.302653 * 0.02 / math.sqrt(3), abs=1e-6)
+    # unpaired, the same numbers overlap; paired, the difference is clearly positive
+    assert p["lo"] > 0 and S.mean_ci([0.6, 0.7, 0.55])["lo"] < S.mean_ci([0.5, 0.62, 0.49])["hi"]
+
+
+def test_wilson_interval():
+    w = S.wilson(8, 10)
+    assert w["rate"] == 0.8 and (w["lo"], w["hi"]) == pytest.approx((0.490162, 0.943318), abs=1e-6)
+    zero = S.wilson(0, 50)
+    assert zero["lo"] == 0.0 and zero["hi"] == pytest.approx(0.071348, abs=1e-6)
+    assert math.isnan(S.wilson(0, 0)["rate"])
+
+
+def _args(*extra):
+    return C.build_parser().parse_args(["--seeds", "0", "1", "--ablation-seeds", "0", "--rgr-seeds", "0", "5",
+                                        "--steps", "10", "--rgr-steps", "4", *extra])
+
+
+def _finish(run_dir, steps, wall_s=None):
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "metrics.jsonl").write_text("\n".join(json.dumps({"step": s, "data": {}}) for s in range(steps + 1)))
+    if wall_s is not None:
+        (run_dir / "wall.json").write_text(json.dumps({"wall_s": wall_s, "steps": steps}))
+
+
+def test_plan_covers_rgr_seeds_without_a_care_run(tmp_path):
+    jobs = C.plan_jobs(tmp_path, _args())
+    names = [(n, s) for _, n, _, s, _ in jobs]
+    assert names == [("grpo", 0), ("care", 0), ("care_no_rgr", 0), ("care_uniform", 0), ("care_random_selector", 0),
+                     ("rgr_promptless", 0), ("rgr_random", 0), ("grpo", 1), ("care", 1), ("care_no_rgr", 1),
+                     ("rgr_promptless", 5), ("rgr_random", 5), ("rgr_repair", 5)]
+    assert {steps for _, n, _, _, steps in jobs if n.startswith("rgr_")} == {4}
+    assert len({d for d, *_ in jobs}) == len(jobs)
+
+
+def test_resume_skips_finished_runs_and_restarts_partial_ones(tmp_path):
+    jobs = C.plan_jobs(tmp_path, _args())
+    assert C.pending_jobs(jobs) == jobs
+    _finish(jobs[0][0], 10)
+    _finish(jobs[1][0], 7)  # interrupted at step 7 of 10
+    _finish(jobs[5][0], 4)  # an RGR-mode run is finished at its own budget
+    left = C.pending_jobs(jobs)
+    assert [j[1] for j in left[:3]] == ["care", "care_no_rgr", "care_uniform"]
+    assert len(left) == len(jobs) - 2
+
+
+def test_estimate_uses_measured_step_times(tmp_path):
+    jobs = C.plan_jobs(tmp_path, _args())
+    assert C.measured_step_s(tmp_path) == (None, 0)
+    _finish(jobs[0][0], 10, wall_s=C.STARTUP_S + 10 * 4.0)
+    _finish(jobs[1][0], 10, wall_s=C.STARTUP_S + 10 * 6.0)
+    step_s, n = C.measured_step_s(tmp_path)
+    assert n == 2 and step_s == pytest.approx(5.0)
+    left = C.pending_jobs(jobs)
+    steps = sum(j[4] for j in left)
+    assert C.estimate_wall_s(left, step_s) == pytest.approx(len(left) * C.STARTUP_S + steps * 5.0)
+    assert steps == 10 * 6 + 4 * 5  # seed 0: care_no_rgr + 2 ablations, seed 1: 3 variants; 5 RGR-mode runs
+
+
+def test_plan_only_prints_the_estimate_and_runs_nothing(tmp_path, capsys):
+    assert C.main(["--run-dir", str(tmp_path), "--plan-only", "--step-s", "2", "--seeds", "0", "--ablation-seeds",
+                   "--rgr-seeds", "--steps", "100"]) == 0
+    out = capsys.readouterr().out
+    # 3 runs x (90 s start-up + 100 steps x 2 s) = 870 s
+    assert "3 runs, 0 finished, 3 to run" in out and "estimated wall time 14 min" in out
+    assert not (tmp_path / "meta.json").exists()
+
+
+def test_every_variant_composes_with_the_demo_recipe():
+    from care_verl.adapter.care_settings import care_settings_from_config
+    from care_verl.adapter.main import build_config
+
+    for name, ov in {**C.VARIANTS, **C.ABLATIONS, **C.RGR_MODES}.items():
+        c = build_config(["+recipe=demo_cpu", *ov, *C.seed_overrides(3)])
+        care = care_settings_from_config(c)
+        assert care.advantage.seed == 3
+        if name == "care_uniform":
+            assert care.region.mode == "uniform"
+        if name == "care_random_selector":
+            assert care.advantage.selector == "random"
