@@ -64,6 +64,15 @@ class RgrSettings:
 
 
 @dataclass(frozen=True)
+class RolloutSettings:
+    """How rollouts are built (care_verl/adapter/mm_rollout.py); applies to every recipe, not only CARE."""
+
+    mm_cache: bool = field(default=True, metadata=_help("One HF processor pass per prompt (cached per worker); "
+                                                         "false: verl's stock agent loop (two passes per rollout)."))
+    mm_cache_entries: int = field(default=256, metadata=_help("Processor results kept per agent-loop worker (LRU)."))
+
+
+@dataclass(frozen=True)
 class CareSettings:
     """Everything under ``care.*``."""
 
@@ -72,6 +81,7 @@ class CareSettings:
     region: RegionSettings = field(default_factory=RegionSettings)
     rgr: RgrSettings = field(default_factory=RgrSettings)
     events_jsonl: str | None = field(default=None, metadata=_help("Write per-group events here (JSONL)."))
+    rollout: RolloutSettings = field(default_factory=RolloutSettings)
 
 
 ADVANTAGE_FIELDS = tuple(f.name for f in dataclasses.fields(CareConfig))
@@ -90,6 +100,7 @@ def care_settings_from_dict(raw: dict[str, Any] | None) -> CareSettings:
     raw = dict(raw or {})
     sections = {name: dict(raw.pop(name, None) or {}) for name in ("tags", "region", "rgr")}
     events = raw.pop("events_jsonl", None)
+    rollout = rollout_settings_from_dict(raw.pop("rollout", None))
     advantage = _build(CareConfig, raw, "care")
     tags = _build(TagSettings, sections["tags"], "care.tags")
     region = _build(RegionSettings, sections["region"], "care.region")
@@ -113,7 +124,17 @@ def care_settings_from_dict(raw: dict[str, Any] | None) -> CareSettings:
     for name in ("think_open", "think_close", "answer_open", "answer_close"):
         if not getattr(tags, name):
             raise ValueError(f"care.tags.{name} must be a non-empty string")
-    return CareSettings(advantage, tags, region, rgr, events)
+    return CareSettings(advantage, tags, region, rgr, events, rollout)
+
+
+def rollout_settings_from_dict(raw: dict[str, Any] | None) -> RolloutSettings:
+    """Build and validate ``care.rollout.*`` (checked at start-up for every recipe)."""
+    rollout = _build(RolloutSettings, dict(raw or {}), "care.rollout")
+    if not isinstance(rollout.mm_cache, bool):
+        raise ValueError(f"care.rollout.mm_cache must be true or false, got {rollout.mm_cache!r}")
+    if not isinstance(rollout.mm_cache_entries, int) or rollout.mm_cache_entries < 1:
+        raise ValueError(f"care.rollout.mm_cache_entries must be an integer >= 1, got {rollout.mm_cache_entries!r}")
+    return rollout
 
 
 def care_settings_from_config(config) -> CareSettings:

@@ -99,6 +99,9 @@ def prepare_config(config: DictConfig) -> DictConfig:
             # CARE's steps live in care_verl's v1 trainer; the estimator name selects it.
             if config.trainer.v1.trainer_mode == "sync":
                 config.trainer.v1.trainer_mode = CARE_TRAINER_MODE
+        from care_verl.adapter.rollout_config import apply_rollout_settings
+
+        apply_rollout_settings(config)  # care.rollout.*: the cached multimodal agent loop by default
         if "run" in config and config.run.get("dir"):
             config.run.dir = str(Path(config.run.dir).expanduser().resolve())
     return config
