@@ -100,6 +100,11 @@ class MMProcessorCache:
     def __contains__(self, key: tuple) -> bool:  # a peek: not counted as a hit or a miss
         return key in self._entries
 
+    def peek(self, key: tuple) -> Optional[Any]:
+        """The cached value or None, without counting a hit or a miss."""
+        with self._lock:
+            return self._entries.get(key)
+
     def get(self, key: tuple) -> Optional[Any]:
         """The cached value (counted as a hit) or None (counted as a miss)."""
         with self._lock:

@@ -112,7 +112,7 @@ class MMCacheWorkerMixin:
 
     def _compute_multi_modal_inputs(self, output, input_ids) -> dict[str, torch.Tensor]:
         key = self._mm_cache_key(output)
-        entry = self.mm_cache.get(key) if key is not None else None
+        entry = self.mm_cache.peek(key) if key is not None else None
         if entry is None:  # not an image-only prompt, or evicted since the warm-up below
             return super()._compute_multi_modal_inputs(output, input_ids)
         return _inputs_from_entry(entry, input_ids, get_processor_token_id(self.processor, "image"))
@@ -120,7 +120,7 @@ class MMCacheWorkerMixin:
     async def _warm_mm_cache(self, output) -> None:
         """On a miss, run the processor once in a thread so verl's sync call below hits the cache."""
         key = self._mm_cache_key(output)
-        if key is None or key in self.mm_cache:
+        if key is None or self.mm_cache.get(key) is not None:  # the one counted lookup per row
             return
         loop = asyncio.get_running_loop()
         ids = torch.tensor(list(output.prompt_ids) + list(output.response_ids), dtype=torch.long).unsqueeze(0)
@@ -172,12 +172,16 @@ class CachedAgentLoopManagerTQ(AgentLoopManagerTQ):
         self.agent_loop_workers_class = _remote_worker_class()
         self._last_stats = {"hits": 0, "misses": 0}
 
-    def mm_cache_hit_rate(self) -> Optional[float]:
-        """Hit rate over lookups since the previous call (None when nothing was looked up)."""
+    def step_metrics(self) -> dict[str, float]:
+        """Cache metrics over the lookups since the previous call (logged once per step, see
+        ``patches.patch_agent_loop_step_metrics``)."""
         import ray
 
         stats = ray.get([w.mm_cache_stats.remote() for w in self.agent_loop_workers])
         hits, misses = sum(s["hits"] for s in stats), sum(s["misses"] for s in stats)
         dh, dm = hits - self._last_stats["hits"], misses - self._last_stats["misses"]
         self._last_stats = {"hits": hits, "misses": misses}
-        return dh / (dh + dm) if dh + dm else None
+        if dh + dm == 0:
+            return {}
+        return {"perf/mm_cache_hit_rate": dh / (dh + dm), "perf/mm_processor_passes": float(dm),
+                "perf/mm_cache_entries": float(sum(s["entries"] for s in stats))}

@@ -174,10 +174,39 @@ def patch_file_logger_append() -> None:
     tracking.FileLogger.__init__ = __init__
 
 
+def patch_agent_loop_step_metrics() -> None:
+    """Log metrics an agent-loop manager reports (care_verl's ``perf/mm_cache_hit_rate``).
+
+    verl/trainer/ppo/v1/trainer_base.py:488 merges only the weight-sync stats of
+    ``_consume_sync_metrics`` (:674) into a step's metrics; a custom agent-loop manager
+    (``rollout.agent.agent_loop_manager_class``) has no way to report its own. This adds the
+    manager's ``step_metrics()`` when it defines one; verl's own managers do not, so they are unchanged.
+    """
+    if not _once("agent_loop_step_metrics"):
+        return
+    from verl.trainer.ppo.v1.trainer_base import PPOTrainer
+
+    original = PPOTrainer._consume_sync_metrics
+    if getattr(original, "__care_verl_patched__", False):
+        return
+
+    @functools.wraps(original)
+    def _consume_sync_metrics(self) -> dict:
+        metrics = original(self)
+        step_metrics = getattr(getattr(self, "agent_loop_manager", None), "step_metrics", None)
+        if callable(step_metrics):
+            metrics = {**metrics, **step_metrics()}
+        return metrics
+
+    _consume_sync_metrics.__care_verl_patched__ = True
+    PPOTrainer._consume_sync_metrics = _consume_sync_metrics
+
+
 def apply_all() -> None:
     """Apply every patch (idempotent). CPU-only patches check for an accelerator themselves."""
     patch_init_process_group()
     patch_as_nested_tensor_mrope()
     patch_file_logger_append()
+    patch_agent_loop_step_metrics()
     register_cpu_engines()
     patch_fsdp2_offload_no_pin()

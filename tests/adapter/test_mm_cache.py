@@ -284,3 +284,25 @@ def test_bad_rollout_settings_name_the_key(override):
 
     with pytest.raises(ConfigError, match=r"care\.rollout\.mm_ca"):
         build_config(["+recipe=tiny_cpu", override])
+
+
+def test_step_metrics_of_a_custom_manager_are_logged():
+    """patches.patch_agent_loop_step_metrics: verl's v1 trainer merges only weight-sync stats
+    (trainer_base.py:488,674); a manager's ``step_metrics()`` now reaches the step's metrics."""
+    from verl.trainer.ppo.v1.trainer_base import PPOTrainer
+
+    import care_verl.adapter.register  # noqa: F401  (applies the patches)
+
+    class Manager:
+        def step_metrics(self):
+            return {"perf/mm_cache_hit_rate": 0.9375}
+
+    class Trainer:
+        _pending_sync_metrics = {"sync/x": 1.0}
+
+    trainer = Trainer()
+    trainer.agent_loop_manager = Manager()
+    merged = PPOTrainer._consume_sync_metrics(trainer)
+    assert merged == {"sync/x": 1.0, "perf/mm_cache_hit_rate": 0.9375}
+    trainer.agent_loop_manager = object()  # verl's own managers: unchanged
+    assert PPOTrainer._consume_sync_metrics(trainer) == {}
