@@ -38,10 +38,12 @@ def tiny_text_path() -> str:
 def run_main(args: list[str], run_dir: Path, timeout: int = 600) -> subprocess.CompletedProcess:
     """Run ``python -m care_verl.main`` in a subprocess, as a user would.
 
-    Every actor forward pass is logged to ``run_dir/forwards.log`` ($CARE_VERL_FORWARD_LOG).
+    Every actor forward pass is logged to ``run_dir/forwards.log`` ($CARE_VERL_FORWARD_LOG); the CARE
+    trainer dumps each step's rows under ``run_dir/rows`` ($CARE_VERL_ROW_DUMP, see tests/e2e/row_checks.py).
     """
     cmd = [sys.executable, "-m", "care_verl.main", *args, f"run.dir={run_dir}"]
-    env = dict(os.environ, CARE_VERL_FORWARD_LOG=str(Path(run_dir) / "forwards.log"))
+    env = dict(os.environ, CARE_VERL_FORWARD_LOG=str(Path(run_dir) / "forwards.log"),
+               CARE_VERL_ROW_DUMP=str(Path(run_dir) / "rows"))
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env)
     (Path(run_dir) / "stdout.log").write_text(proc.stdout + "\n" + proc.stderr)
     return proc

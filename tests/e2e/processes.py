@@ -10,9 +10,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 
 
-def launch(args: list[str], run_dir: Path, env: dict | None = None) -> subprocess.Popen:
-    """Start ``args`` in its own session, logging to ``run_dir/launch.log`` (appended)."""
-    log = open(Path(run_dir) / "launch.log", "ab")
+def launch(args: list[str], run_dir: Path, env: dict | None = None, log_name: str = "launch.log") -> subprocess.Popen:
+    """Start ``args`` in its own session, logging to ``run_dir/<log_name>`` (appended)."""
+    log = open(Path(run_dir) / log_name, "ab")
     return subprocess.Popen(args, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
 
 

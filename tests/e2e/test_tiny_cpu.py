@@ -26,7 +26,7 @@ def test_rollout_logprobs_agree_with_the_actor(run):
     """The hf server's sampling log-probs vs the FSDP actor's recomputation: proves the weight sync."""
     _, metrics = run
     for m in metrics:
-        assert m["data"]["training/rollout_actor_probs_pearson_corr"] > 0.99
+        assert m["data"]["training/rollout_actor_probs_pearson_corr"] > 0.999  # docs/cpu_runtime.md
 
 
 def test_gradient_flows_on_mixed_rewards(run):
