@@ -202,11 +202,40 @@ def patch_agent_loop_step_metrics() -> None:
     PPOTrainer._consume_sync_metrics = _consume_sync_metrics
 
 
+def patch_replay_buffer_poll_interval() -> None:
+    """Let every v1 replay buffer read ``trainer.v1.sampler.sampler_kwargs.poll_interval``.
+
+    verl/trainer/ppo/v1/replay_buffer.py:144 defaults ``poll_interval`` to 2.0 s and sleeps it
+    between checks for finished rollouts (:409); trainer_base.py:155-184 never passes it, so a
+    step (and each validation) can lose up to 2 s. A custom sampler could set it, but verl then
+    withholds DAPO's filter settings from it (trainer_base.py:163-171). Reading the value after
+    verl's own constructor keeps verl's sampler, filtering and refill exactly as they are.
+    """
+    if not _once("replay_buffer_poll_interval"):
+        return
+    from verl.trainer.ppo.v1.replay_buffer import ReplayBuffer
+
+    original = ReplayBuffer.__init__
+    if getattr(original, "__care_verl_patched__", False):
+        return
+
+    @functools.wraps(original)
+    def __init__(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        poll = (self.sampler_kwargs or {}).get("poll_interval")
+        if poll is not None:
+            self.poll_interval = float(poll)
+
+    __init__.__care_verl_patched__ = True
+    ReplayBuffer.__init__ = __init__
+
+
 def apply_all() -> None:
     """Apply every patch (idempotent). CPU-only patches check for an accelerator themselves."""
     patch_init_process_group()
     patch_as_nested_tensor_mrope()
     patch_file_logger_append()
     patch_agent_loop_step_metrics()
+    patch_replay_buffer_poll_interval()
     register_cpu_engines()
     patch_fsdp2_offload_no_pin()

@@ -1,18 +1,13 @@
-"""A replay buffer that polls TransferQueue faster than verl's fixed 2 s.
+"""Replay-buffer polling: every recipe polls TransferQueue every 0.05 s instead of verl's 2 s.
 
-verl 0.9.1's v1 ``ReplayBuffer`` sleeps ``poll_interval`` (2.0 s, not configurable from the
-config) between checks for finished rollouts (``verl/trainer/ppo/v1/replay_buffer.py``,
-``_wait_for_next_poll``). A tiny CPU step takes about 1 s of work, so the sleep dominates. verl
-lets a run plug in its own sampler class, which this is:
+verl 0.9.1's v1 ``ReplayBuffer`` sleeps ``poll_interval`` (2.0 s, not passed from the config)
+between checks for finished rollouts (``verl/trainer/ppo/v1/replay_buffer.py``,
+``_wait_for_next_poll``). ``patches.patch_replay_buffer_poll_interval`` makes verl's own buffers
+(sync, async, with DAPO group filtering) read ``trainer.v1.sampler.sampler_kwargs.poll_interval``,
+which ``hydra_configs/care_trainer.yaml`` sets to 0.05 for every recipe.
 
-    trainer.v1.sampler.custom_sampler.path=pkg://care_verl.adapter.replay_buffer
-    trainer.v1.sampler.custom_sampler.name=FastPollReplayBuffer
-    +trainer.v1.sampler.sampler_kwargs.poll_interval=0.05
-
-It is verl's *synchronous* ``ReplayBuffer`` whatever the trainer mode (CARE's ``care_sync``
-trainer already runs in verl's ``"sync"`` mode, see ``care_verl.adapter.trainer``), so GRPO and
-CARE runs sample batches the same way. Group filtering (DAPO) is not
-supported through this class (verl does not pass custom samplers its filter settings).
+:class:`FastPollReplayBuffer` is the older way (a custom sampler); it still works, but verl gives
+custom samplers no DAPO filter settings, so prefer the config value.
 """
 
 from __future__ import annotations

@@ -26,6 +26,10 @@ def rollout_settings(config: DictConfig) -> RolloutSettings:
 def apply_rollout_settings(config: DictConfig) -> DictConfig:
     """Select the cached multimodal path in ``config`` (in place); ValueError names a bad key."""
     settings = rollout_settings(config)
+    sampler_kwargs = config.trainer.get("v1", {}).get("sampler", {}).get("sampler_kwargs") or {}
+    poll = sampler_kwargs.get("poll_interval")
+    if poll is not None and not (isinstance(poll, (int, float)) and 0 < poll <= 60):
+        raise ValueError(f"trainer.v1.sampler.sampler_kwargs.poll_interval must be in (0, 60] seconds, got {poll!r}")
     agent = config.actor_rollout_ref.rollout.agent
     # The cached worker is a TransferQueue worker: it serves verl's v1 trainer only.
     if settings.mm_cache and config.trainer.get("use_v1", False):
