@@ -149,3 +149,20 @@ def test_chain_runs_in_order_and_stops_at_a_failed_stage(tmp_path, monkeypatch, 
     assert pipeline.main(argv) == 3
     assert [line.split()[0] for line in log.read_text().splitlines()] == ["torchrun", "python"]  # no eval
     assert "stage rl failed (exit 3)" in capsys.readouterr().err
+
+
+def test_first_hour_section_comes_first_and_its_commands_match_the_recipes():
+    text = (REPO / "docs" / "launch.md").read_text()
+    sections = [line for line in text.splitlines() if line.startswith("## ")]
+    assert sections[0] == "## The first hour on a GPU node"
+    first = text.split("\n## ", 2)[1].replace("\\\n", " ")
+    commands = [shlex.split(line) for line in first.splitlines() if line.startswith("python3 -m care_verl.")]
+    build = next(c for c in commands if c[2:4] == ["care_verl.data", "build-rl"])
+    from omegaconf import OmegaConf
+
+    recipe = OmegaConf.load(REPO / "recipes" / "qwen25vl_7b.yaml")
+    assert build[build.index("--out") + 1] == recipe.data.train_files
+    assert build[build.index("--val-out") + 1] == recipe.data.val_files
+    runs = [c for c in commands if c[2] in ("care_verl.main", "care_verl.launch.pipeline")]
+    assert runs[0][2:] == ["care_verl.main", "+recipe=qwen25vl_7b", "+preset=smoke"]  # the smoke test comes first
+    assert any(c[2] == "care_verl.launch.pipeline" and "--dry-run" in c for c in runs)
