@@ -106,6 +106,7 @@ def test_fsdp_engine_selectable_on_cpu():
     engine = EngineRegistry.get_engine_cls("language_model", "fsdp2")
     # care_verl's embedding-capable subclass (care_verl/adapter/embeddings.py) stands in for it
     assert issubclass(engine, FSDPEngineWithLMHead)
+    assert getattr(engine, "__care_verl_embeddings__", False)  # verl's plain engine would pass the line above
 
 
 def test_registration_is_idempotent():
