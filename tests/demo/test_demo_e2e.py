@@ -1,7 +1,7 @@
 """A shortened demo, end to end: ``python -m care_verl.demo`` with tiny budgets.
 
-verl's SFT trainer for 20 steps (evaluated at 10 and 20, so it stops by the step budget and keeps
-the closest checkpoint), then 2 CARE steps through ``python -m care_verl.main`` from that model,
+verl's SFT trainer for 20 steps on 64 rows, 20 % of them reflection rows (evaluated at 10 and 20, so
+it stops by the step budget and keeps the closest checkpoint), then 2 CARE steps through ``python -m care_verl.main`` from that model,
 then the plots. The RL stage uses the mixed-groups plumbing reward (tests/fixtures) so a barely
 trained model still yields anchors, hard negatives and RGR repairs for the plots.
 """
@@ -66,6 +66,28 @@ def test_sft_stage_used_verl_and_saved_an_hf_model(demo_run):
     assert sft_metrics[-1]["data"]["train/loss"] < sft_metrics[0]["data"]["train/loss"]
 
 
+def test_sft_data_holds_the_reflection_rows_with_the_rl_cue(demo_run):
+    """20 % of the 64 SFT rows (the default share) are wrong reasoning + the RL stage's care.rgr.cue +
+    corrected reasoning; the rest are plain traces (tests/demo/test_sft_reflection.py checks the tokens)."""
+    import pandas as pd
+
+    from care_verl.demo.stages import rl_repair_cue
+
+    _, run_dir = demo_run
+    df = pd.read_parquet(run_dir / "sft" / "data" / "sft_train.parquet")
+    assert len(df) == 64
+    context = [str(c) for c in df["response_context"]]
+    reflect = [i for i, c in enumerate(context) if c]
+    assert len(reflect) == int(64 * 0.2)
+    cue = rl_repair_cue("demo_cpu", [])
+    for i in reflect:
+        content = df["messages"].iloc[i][1]["content"]
+        assert context[i].endswith(cue) and content.startswith(context[i]) and content.count(cue) == 1
+    assert all(cue not in df["messages"].iloc[i][1]["content"] for i in range(64) if i not in reflect)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["sft_reflect_share"] == 0.2
+
+
 def test_rl_stage_metrics_checkpoint_and_events(demo_run):
     _, run_dir = demo_run
     rl = run_dir / "rl"
@@ -92,4 +114,14 @@ def test_plots_and_summary(demo_run):
         _png(Path(path))
     assert summary["rl"]["signature"]["n_anchor"] > 0
     assert summary["rl"]["rgr"]["generated"] > 0
-    assert summary["timings_s"]["total_s"] > 0
+    assert summary["timings_s"]["total_s"] > summary["timings_s"]["rl_s"] > 0
+    # the numbers the demo prints: held-out start -> mean of the last two evaluations, and the aim
+    held = summary["rl"]["held_out"]
+    assert held["steps"] == [0, 2]
+    for key in ("start", "final", "best", "last_k_mean"):
+        assert 0.0 <= held[key] <= 1.0, key
+    assert held["last_k_mean"] == pytest.approx((held["start"] + held["final"]) / 2)
+    target = summary["target"]
+    assert target["end_last2_mean"] == held["last_k_mean"] and target["start"] == held["start"]
+    assert target["met"] == (held["last_k_mean"] >= held["start"] + 0.2 and held["last_k_mean"] >= 0.55)
+    assert summary["rl_steps"] == 2 and summary["sft"]["step"] in (10, 20)
