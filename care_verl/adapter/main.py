@@ -1,5 +1,8 @@
 """``python -m care_verl.main [+recipe=NAME] [key=value ...]``: compose, check, and run.
 
+Hydra's flags (``--cfg``, ``--resolve``, ``--help``, ``--info``, ``-m``) are handled by
+:mod:`care_verl.adapter.cli` and :mod:`care_verl.sweep`.
+
 Composition order (later wins): verl's ``ppo_trainer`` config -> ``hydra_configs/care_trainer.yaml``
 -> ``runtime/{gpu,cpu}`` (cpu chosen automatically when no accelerator is present) ->
 ``recipes/NAME.yaml`` -> the command line.
@@ -33,13 +36,19 @@ def _override_key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
 
 
+def with_runtime(overrides: list[str]) -> list[str]:
+    """``overrides`` plus ``runtime=cpu`` when none is given and there is no accelerator."""
+    overrides = list(overrides)
+    if not any(_override_key(o) == "runtime" for o in overrides) and not has_accelerator():
+        overrides.append("runtime=cpu")
+    return overrides
+
+
 def compose_config(argv: list[str]) -> DictConfig:
     """Compose the full config from the command-line overrides (Hydra syntax)."""
     from hydra import compose, initialize_config_dir
 
-    overrides = list(argv)
-    if not any(_override_key(o) == "runtime" for o in overrides) and not has_accelerator():
-        overrides.append("runtime=cpu")
+    overrides = with_runtime(argv)
     if not HYDRA_CONFIG_DIR.is_dir():
         raise ConfigError(f"hydra config directory not found: {HYDRA_CONFIG_DIR} (set CARE_VERL_HYDRA_CONFIGS)")
     with initialize_config_dir(config_dir=str(HYDRA_CONFIG_DIR), version_base=None, job_name="care_verl"):
@@ -62,7 +71,11 @@ def configure_environment(config: DictConfig) -> None:
         # only the CPU runtime; an explicit runtime=gpu from a GPU-less head must not turn workers to CPU
         os.environ.setdefault("VERL_PLATFORM", "cpu")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("WANDB_MODE", "offline")
+    from care_verl.adapter.trackers import choose_wandb_mode
+
+    notice = choose_wandb_mode(config.trainer.logger)  # online when logged in, else offline
+    if notice:
+        print(notice, flush=True)
     run_dir = Path(config.run.dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     os.environ["VERL_FILE_LOGGER_PATH"] = str(run_dir / "metrics.jsonl")
@@ -114,8 +127,27 @@ def run(config: DictConfig) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    from care_verl.adapter import cli
+
     try:
-        config = build_config(argv)
+        args = cli.parse_args(argv)
+        if args.help:
+            print(cli.help_text(HYDRA_CONFIG_DIR))
+            return 0
+        if args.hydra_help:
+            cli.hydra_help(HYDRA_CONFIG_DIR, argv)
+            return 0
+        if args.cfg or args.info:
+            show = (lambda o: cli.show_cfg(HYDRA_CONFIG_DIR, o, args.cfg, args.package, args.resolve)) if args.cfg \
+                else (lambda o: cli.show_info(HYDRA_CONFIG_DIR, o, args.info))
+            _hydra_errors_as_config_errors(lambda: show(with_runtime(args.overrides)))
+            return 0
+        if args.multirun:
+            from care_verl.sweep import run_sweep
+
+            return run_sweep(args.overrides, compose=lambda o: _hydra_errors_as_config_errors(lambda: compose_config(o)),
+                             build_config=build_config)
+        config = build_config(args.overrides)
     except ConfigError as exc:
         print(f"care_verl: configuration error: {exc}", file=sys.stderr)
         return 2
@@ -133,8 +165,21 @@ def main(argv: list[str] | None = None) -> int:
               f"under {config.run.dir}/checkpoints (trainer.resume_mode=auto); the worker's own log is in "
               f"the Ray session logs (/tmp/ray/session_latest/logs).", file=sys.stderr)
         return 3
-    print(f"care_verl: run finished; metrics and checkpoints are under {config.run.dir}")
+    from care_verl.adapter.trackers import where_outputs
+
+    print(f"care_verl: run finished.\n{where_outputs(config)}")
     return 0
+
+
+def _hydra_errors_as_config_errors(fn):
+    """``fn()``, with Hydra's and OmegaConf's errors (unknown key, bad override) as :class:`ConfigError`."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        return fn()
+    except (HydraException, OmegaConfBaseException, ValueError) as exc:
+        raise ConfigError(str(exc).strip()) from None
 
 
 def ray_worker_death(exc: BaseException) -> BaseException | None:
