@@ -266,7 +266,32 @@ def validate_with_verl(config: DictConfig) -> None:
 
     from omegaconf.errors import OmegaConfBaseException
 
+    config = _without_vllm_lora_check(config)
     try:
         validate_config(config=config, use_reference_policy=need_reference_policy(config), use_critic=need_critic(config))
     except (AssertionError, ValueError, OmegaConfBaseException) as exc:
         raise ConfigError(f"verl rejected the configuration: {exc}") from None
+
+
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # vLLM's MaxLoRARanks (verl's fallback list)
+
+
+def _without_vllm_lora_check(config: DictConfig) -> DictConfig:
+    """verl's LoRA-rank check imports vLLM; where vLLM is not installed (a GPU recipe composed on a
+    CPU box) check the rank here and hand verl a copy that skips only that check (``lora.merge``)."""
+    import copy
+    import importlib.util
+
+    model = config.actor_rollout_ref.model
+    rank = model.get("lora_rank", 0) or 0
+    merged = (model.get("lora") or {}).get("merge", False)
+    if rank <= 0 or merged or config.actor_rollout_ref.rollout.name != "vllm" or importlib.util.find_spec("vllm"):
+        return config
+    if rank > max(VLLM_LORA_RANKS):
+        raise ConfigError(f"actor_rollout_ref.model.lora_rank must be <= {max(VLLM_LORA_RANKS)} for vLLM, got {rank}")
+    config = copy.deepcopy(config)
+    from omegaconf import open_dict
+
+    with open_dict(config):
+        config.actor_rollout_ref.model.lora.merge = True
+    return config

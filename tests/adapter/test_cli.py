@@ -151,3 +151,18 @@ def test_sweep_summary_and_resume_marker(tmp_path):
     assert "| 0 | care.k=2 | finished | 2 | 12.5 |" in text
     assert (tmp_path / "sweep.md").read_text() == text
     assert isinstance(jobs[0], Job)
+
+
+def test_lora_recipe_is_the_7b_recipe_with_lora_adapters():
+    from omegaconf import OmegaConf
+
+    full = OmegaConf.to_container(compose_config(["+recipe=qwen25vl_7b", "runtime=gpu"]), resolve=True)
+    lora = OmegaConf.to_container(compose_config(["+recipe=qwen25vl_7b_lora", "runtime=gpu"]), resolve=True)
+    model = lora["actor_rollout_ref"]["model"]
+    assert model["lora_rank"] > 0 and model["exclude_modules"] == ".*visual.*"
+    assert model["lora"]["merge"] is False  # adapter-only sync to vLLM on GPU
+    assert lora["actor_rollout_ref"]["rollout"]["load_format"] == "safetensors"
+    for section in ("care", "algorithm", "data"):
+        assert lora[section] == full[section]
+    cpu = compose_config(["+recipe=tiny_cpu_care", "actor_rollout_ref.model.lora_rank=8"])
+    assert cpu.actor_rollout_ref.model.lora.merge is True  # the hf rollout server takes merged weights
