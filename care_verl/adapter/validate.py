@@ -194,16 +194,24 @@ def validate_startup(config: DictConfig) -> None:
     user fixes a missing GPU *and* a missing data file in one round.
     """
     problems: list[str] = []
-    checks = [_check_batch_sizes, _check_device, _check_model_path, _check_reward_fn]
-    if config.algorithm.adv_estimator == "care":
-        checks.append(_check_care)
-    checks.append(_check_micro_batches)
-    for check in checks:
+
+    def run(check) -> bool:
         try:
             check(config)
+            return True
         except ConfigError as exc:
             problems.append(str(exc))
-    problems[1:1] = _check_data(config)
+            return False
+
+    sizes_ok = run(_check_batch_sizes)
+    run(_check_device)
+    problems.extend(_check_data(config))
+    run(_check_model_path)
+    run(_check_reward_fn)
+    if config.algorithm.adv_estimator == "care":
+        run(_check_care)
+    if sizes_ok:  # the divisibility check needs valid batch sizes
+        run(_check_micro_batches)
     if len(problems) == 1:
         raise ConfigError(problems[0])
     if problems:
