@@ -1,0 +1,160 @@
+"""verl's per-step overhead on the CPU demo: a ``demo_cpu`` step through verl vs a bare HF loop.
+
+Both sides do the same work on the same tiny Qwen2.5-VL, data and lengths:
+
+- **verl**: ``python -m care_verl.main +recipe=demo_cpu`` for N steps (no validation, no
+  checkpoint); mean ``timing_s/step`` and per-stage ``timing_s/*`` over steps 3..N. Run once per
+  variant (``--variants cached,stock``: ``care.rollout.mm_cache`` true/false).
+- **bare**: one PyTorch/transformers loop: the processor once per prompt, ``generate`` of
+  train_batch_size x n responses (<= max_response_length tokens, sampled), one old-log-prob
+  forward over them, and one PPO-clip update per mini-batch (AdamW). Mean over steps 3..N.
+
+The last line is ``verl step / bare step = X.XX`` (first variant). Run it alone on the machine:
+
+    /tmp/care_coord/cpu_slot --exclusive .venv/bin/python benchmarks/bench_step_overhead.py --steps 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+STAGES = ("gen", "old_log_prob", "ref", "adv", "care_advantage", "care_rgr", "update_actor", "update_weights",
+          "step")
+VARIANTS = {"cached": ["care.rollout.mm_cache=true"], "stock": ["care.rollout.mm_cache=false"]}
+
+
+def verl_run(steps: int, extra: list[str]) -> list[dict]:
+    run_dir = Path(tempfile.mkdtemp(prefix="bench_step_overhead_"))
+    cmd = [sys.executable, "-m", "care_verl.main", "+recipe=demo_cpu", f"trainer.total_training_steps={steps}",
+           "trainer.save_freq=-1", "trainer.test_freq=-1", "trainer.val_before_train=false", *extra,
+           f"run.dir={run_dir}"]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    if proc.returncode != 0:
+        print(proc.stdout[-2000:], proc.stderr[-4000:])
+        raise SystemExit(f"verl run failed: {' '.join(cmd)}")
+    rows = [json.loads(line)["data"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    by_step = {int(r["training/global_step"]): r for r in rows if "training/global_step" in r}
+    return [by_step[s] for s in sorted(by_step) if s >= 3]
+
+
+def bare_loop(steps: int) -> list[float]:
+    """Per-step seconds of the bare loop (steps 3..N)."""
+    import torch
+    from transformers import AutoModelForImageTextToText
+    from verl.utils.dataset.rl_dataset import RLHFDataset
+    from verl.utils.tokenizer import hf_processor
+
+    from care_verl.adapter.main import build_config
+    from care_verl.models.special_tokens import suppressed_token_ids
+
+    config = build_config(["+recipe=demo_cpu"])
+    arr, data = config.actor_rollout_ref, config.data
+    n, batch, mini = arr.rollout.n, data.train_batch_size, arr.actor.ppo_mini_batch_size
+    path = arr.model.path
+    processor = hf_processor(path)
+    tok = processor.tokenizer
+    data.filter_overlong_prompts = False
+    dataset = RLHFDataset([data.train_files], tok, data, processor=processor)
+    model = AutoModelForImageTextToText.from_pretrained(path)
+    optim = torch.optim.AdamW(model.parameters(), lr=float(arr.actor.optim.lr))
+    image_token = model.config.image_token_id
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    suppress = sorted(suppressed_token_ids(tok))
+    times = []
+    for step in range(1, steps + 1):
+        rows = [dataset[(step - 1) * batch + i] for i in range(batch)]
+        start = time.perf_counter()
+        texts, images = [], []
+        for r in rows:  # the processor once per prompt
+            imgs, _, _ = RLHFDataset._process_multi_modal_info(r["raw_prompt"], 14, data)
+            texts.append(processor.apply_chat_template(r["raw_prompt"], add_generation_prompt=True, tokenize=False))
+            images.append(imgs)
+        tok.padding_side = "left"
+        enc = processor(text=texts, images=[im for ims in images for im in ims], padding=True, return_tensors="pt")
+        reps = lambda t: t.repeat_interleave(n, dim=0)  # noqa: E731
+        per_img = enc["image_grid_thw"].prod(-1).tolist()
+        chunks = list(torch.split(enc["pixel_values"], per_img))
+        pixel_values = torch.cat([c for c in chunks for _ in range(n)])
+        grid = reps(enc["image_grid_thw"])
+        ids, mask = reps(enc["input_ids"]), reps(enc["attention_mask"])
+        model.eval()
+        with torch.no_grad():
+            out = model.generate(input_ids=ids, attention_mask=mask, pixel_values=pixel_values, image_grid_thw=grid,
+                                 mm_token_type_ids=(ids == image_token).long(), do_sample=True, temperature=1.0,
+                                 top_k=0, max_new_tokens=int(data.max_response_length), pad_token_id=pad,
+                                 suppress_tokens=suppress)  # as the hf rollout server does
+        full = out
+        resp = full[:, ids.shape[1]:]
+        resp_mask = torch.cumprod((resp != pad).long(), dim=1)
+        full_mask = torch.cat([mask, resp_mask], dim=1)
+
+        def logprobs():
+            logits = model(input_ids=full, attention_mask=full_mask, pixel_values=pixel_values, image_grid_thw=grid,
+                           mm_token_type_ids=(full == image_token).long()).logits
+            lp = torch.log_softmax(logits[:, ids.shape[1] - 1:-1].float(), -1)
+            return lp.gather(-1, resp.unsqueeze(-1)).squeeze(-1)
+
+        with torch.no_grad():
+            old = logprobs()
+        reward = torch.randn(len(full))  # the reward's value does not change the step's cost
+        adv = (reward.view(batch, n) - reward.view(batch, n).mean(1, keepdim=True)).view(-1)
+        model.train()
+        rows_per_mini = mini * n
+        for lo in range(0, len(full), rows_per_mini):  # one update per mini-batch
+            sl = slice(lo, lo + rows_per_mini)
+            # the forward runs on the whole batch's tensors for simplicity of the vision inputs;
+            # the loss (and so the gradient) covers this mini-batch only
+            new = logprobs()
+            ratio = torch.exp(new[sl] - old[sl])
+            m = resp_mask[sl].float()
+            a = adv[sl].unsqueeze(1)
+            loss = -(torch.min(ratio * a, ratio.clamp(0.8, 1.2) * a) * m).sum() / m.sum()
+            optim.zero_grad()
+            loss.backward()
+            optim.step()
+        elapsed = time.perf_counter() - start
+        if step >= 3:
+            times.append(elapsed)
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--variants", default="cached,stock", help="comma list of: " + ",".join(VARIANTS))
+    parser.add_argument("--skip-bare", action="store_true")
+    args = parser.parse_args()
+    load = os.getloadavg()
+    print(f"load average at start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    results = {}
+    for name in [v for v in args.variants.split(",") if v]:
+        rows = verl_run(args.steps, VARIANTS[name])
+        results[name] = {s: statistics.mean(r.get(f"timing_s/{s}", 0.0) for r in rows) for s in STAGES}
+        results[name]["mm_cache_hit_rate"] = statistics.mean(r.get("perf/mm_cache_hit_rate", 0.0) for r in rows)
+        results[name]["mm_processor_passes"] = statistics.mean(r.get("perf/mm_processor_passes", 0.0) for r in rows)
+    names = list(results)
+    print(f"verl steps 3..{args.steps}, mean seconds per stage:")
+    print(f"{'stage':<22}" + "".join(f"{n:>12}" for n in names))
+    for key in (*STAGES, "mm_cache_hit_rate", "mm_processor_passes"):
+        print(f"{key:<22}" + "".join(f"{results[n][key]:>12.3f}" for n in names))
+    if args.skip_bare:
+        return
+    bare = statistics.mean(bare_loop(args.steps))
+    print(f"bare HF loop step (steps 3..{args.steps}): {bare:.3f} s")
+    print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    for n in names[1:]:
+        print(f"{n}: verl step / bare step = {results[n]['step'] / bare:.2f}")
+    print(f"verl step / bare step = {results[names[0]]['step'] / bare:.2f}")
+
+
+if __name__ == "__main__":
+    main()
