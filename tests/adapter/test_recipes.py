@@ -4,6 +4,7 @@ GPU recipes are composed with ``runtime=gpu`` (what a GPU node selects) and poin
 local parquet, since their real data is built by the user (docs/data.md).
 """
 
+import functools
 import re
 import shlex
 import sys
@@ -27,7 +28,9 @@ def local_parquet(tmp_path_factory):
     return synthetic.write_parquet(synthetic.build_rows(("bars",), 1, 4, 0, "train"), str(path))
 
 
+@functools.lru_cache(maxsize=None)
 def _compose(recipe, parquet):
+    """Composed once per recipe and module run (tests only read it)."""
     args = [f"+recipe={recipe}"]
     if not recipe.startswith(("tiny_", "demo_")):
         args += ["runtime=gpu", f"data.train_files={parquet}", f"data.val_files={parquet}"]
