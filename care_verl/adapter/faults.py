@@ -19,6 +19,14 @@ import os
 
 ENV = "CARE_VERL_INJECT_FAULTS"
 RGR_REQUEST_PREFIX = "care_rgr_"  # request ids of RGR generations: care_rgr_<step>_<row>
+# verl's client replaces request ids with fresh uuids, so while faults are on RGR also passes its
+# id to the server under this keyword (never otherwise: vLLM's server takes no extra keywords).
+REQUEST_ID_KWARG = "care_request_id"
+
+
+def active() -> bool:
+    """Whether any injection point is turned on."""
+    return bool(os.environ.get(ENV, "").strip())
 
 
 class InjectedFault(RuntimeError):
@@ -46,9 +54,9 @@ def rgr_request_step(request_id: str) -> int | None:
         return None
 
 
-async def rollout_server_faults(request_id: str) -> None:
+async def rollout_server_faults(request_id: str | None) -> None:
     """The rollout server's injection points, for RGR requests only (a no-op when none is set)."""
-    if not os.environ.get(ENV):
+    if not active() or not request_id:
         return
     step = rgr_request_step(request_id)
     if step is None:

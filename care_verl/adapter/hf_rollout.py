@@ -35,7 +35,7 @@ from verl.workers.rollout.replica import RolloutReplica, TokenOutput
 logger = logging.getLogger(__name__)
 
 from care_verl.models.special_tokens import eos_token_ids, suppressed_token_ids
-from care_verl.adapter.faults import rollout_server_faults
+from care_verl.adapter.faults import REQUEST_ID_KWARG, rollout_server_faults
 
 
 def server_actor_name(replica_rank: int) -> str:
@@ -279,7 +279,7 @@ class HFServer:
         if image_data and not self.is_vl:
             raise ValueError("image inputs sent to a text-only model")
         self._ensure_loop_state()
-        await rollout_server_faults(request_id)  # reliability tests only (CARE_VERL_INJECT_FAULTS)
+        await rollout_server_faults(kwargs.get(REQUEST_ID_KWARG))  # reliability tests only (CARE_VERL_INJECT_FAULTS)
         params = dict(sampling_params or {})
         budget = self.prompt_length + self.response_length - len(prompt_ids)
         key = sampling_key(params, max(1, min(self.response_length, budget)))

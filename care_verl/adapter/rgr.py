@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import torch
 import transfer_queue as tq
 
+from care_verl.adapter import faults
 from care_verl.adapter.faults import RGR_REQUEST_PREFIX
 from care_verl.reflection import RepairPlan, choose_sources, extend_positions, plan_repairs, repaired_response
 
@@ -120,13 +121,16 @@ class RgrRunner:
         async def one(plan: RepairPlan):
             src = rows[plan.source_row]
             images = await self._images(src["raw_prompt"])
+            request_id = f"{RGR_REQUEST_PREFIX}{self.trainer.global_steps}_{plan.row}"
+            tag = {faults.REQUEST_ID_KWARG: request_id} if faults.active() else {}
             # A hung engine must not stall training: give up on the row after the timeout.
             return await asyncio.wait_for(
                 client.generate(
-                    f"{RGR_REQUEST_PREFIX}{self.trainer.global_steps}_{plan.row}",
+                    request_id,
                     prompt_ids=src["prompts"] + plan.context_response,
                     sampling_params=self.sampling_params(plan.budget),
                     image_data=images,
+                    **tag,
                 ),
                 timeout=self.settings.generate_timeout_s,
             )
