@@ -368,7 +368,11 @@ class HFServer:
                 identity = request_identity(r.prompt_ids, r.images)
                 occurrence = self.prompt_occurrences.get(identity, 0)
                 self.prompt_occurrences[identity] = occurrence + 1
-                seeds.append(r.seed if r.seed is not None else request_seed(self.seed, version, identity, occurrence))
+                # Occurrences are counted per replica, and verl spreads a prompt's n copies over the
+                # replicas: without the replica in the seed, replicas would draw the same samples.
+                seed_identity = f"{identity}@replica{self.replica_rank}" if self.replica_rank else identity
+                seeds.append(r.seed if r.seed is not None else request_seed(self.seed, version, seed_identity,
+                                                                            occurrence))
             gen_kwargs["logits_processor"] = [SeededSampler(seeds, key.temperature, key.top_p, key.top_k)]
         out = self.model.generate(**inputs, **gen_kwargs)
         width = inputs["input_ids"].shape[1]
