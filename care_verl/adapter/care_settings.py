@@ -70,6 +70,8 @@ class RolloutSettings:
     mm_cache: bool = field(default=True, metadata=_help("One HF processor pass per prompt (cached per worker); "
                                                          "false: verl's stock agent loop (two passes per rollout)."))
     mm_cache_entries: int = field(default=256, metadata=_help("Processor results kept per agent-loop worker (LRU)."))
+    mm_cache_max_mb: int = field(default=1024, metadata=_help("Tensor megabytes the cache may hold per worker "
+                                                               "(a 1024-px image's pixel_values are ~23 MB)."))
 
 
 @dataclass(frozen=True)
@@ -134,6 +136,8 @@ def rollout_settings_from_dict(raw: dict[str, Any] | None) -> RolloutSettings:
         raise ValueError(f"care.rollout.mm_cache must be true or false, got {rollout.mm_cache!r}")
     if not isinstance(rollout.mm_cache_entries, int) or rollout.mm_cache_entries < 1:
         raise ValueError(f"care.rollout.mm_cache_entries must be an integer >= 1, got {rollout.mm_cache_entries!r}")
+    if not isinstance(rollout.mm_cache_max_mb, int) or rollout.mm_cache_max_mb < 1:
+        raise ValueError(f"care.rollout.mm_cache_max_mb must be an integer >= 1, got {rollout.mm_cache_max_mb!r}")
     return rollout
 
 

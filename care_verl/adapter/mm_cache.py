@@ -70,6 +70,21 @@ def media_features(processor_output: dict) -> dict:
     return {k: v for k, v in processor_output.items() if k not in TEXT_DEPENDENT_KEYS}
 
 
+def nbytes(value: Any) -> int:
+    """Bytes held by the tensors/arrays in ``value`` (dicts, lists, tuples and dataclasses walked)."""
+    if hasattr(value, "element_size") and hasattr(value, "nelement"):
+        return int(value.element_size() * value.nelement())
+    if hasattr(value, "nbytes") and not isinstance(value, (bytes, bytearray)):
+        return int(value.nbytes)
+    if isinstance(value, dict):
+        return sum(nbytes(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(nbytes(v) for v in value)
+    if hasattr(value, "__dataclass_fields__"):
+        return sum(nbytes(getattr(value, f)) for f in value.__dataclass_fields__)
+    return 0
+
+
 @dataclass
 class CacheStats:
     hits: int = 0
@@ -83,12 +98,16 @@ class CacheStats:
 
 
 class MMProcessorCache:
-    """LRU of at most ``max_entries`` processor results; safe from the event loop and threads."""
+    """LRU of at most ``max_entries`` processor results and ``max_bytes`` of tensors (the newest
+    entry always stays); safe from the event loop and threads."""
 
-    def __init__(self, max_entries: int):
+    def __init__(self, max_entries: int, max_bytes: Optional[int] = None):
         if max_entries < 1:
             raise ValueError(f"max_entries must be >= 1, got {max_entries}")
         self.max_entries = int(max_entries)
+        self.max_bytes = None if max_bytes is None else int(max_bytes)
+        self.bytes = 0
+        self._sizes: dict[tuple, int] = {}
         self._entries: OrderedDict[tuple, Any] = OrderedDict()
         self._pending: dict[tuple, asyncio.Future] = {}
         self._lock = threading.Lock()
@@ -116,11 +135,18 @@ class MMProcessorCache:
             return None
 
     def put(self, key: tuple, value: Any) -> None:
+        size = nbytes(value)  # tensors shared by two entries count twice: a conservative bound
         with self._lock:
+            self.bytes -= self._sizes.pop(key, 0)
             self._entries[key] = value
             self._entries.move_to_end(key)
-            while len(self._entries) > self.max_entries:
-                self._entries.popitem(last=False)
+            self._sizes[key] = size
+            self.bytes += size
+            while len(self._entries) > self.max_entries or (
+                self.max_bytes is not None and self.bytes > self.max_bytes and len(self._entries) > 1
+            ):
+                old, _ = self._entries.popitem(last=False)
+                self.bytes -= self._sizes.pop(old, 0)
                 self.stats.evictions += 1
 
     async def get_or_compute(self, key: tuple, compute: Callable[[], Awaitable[Any]]) -> Any:
@@ -153,10 +179,10 @@ class MMProcessorCache:
 _WORKER_CACHE: Optional[MMProcessorCache] = None
 
 
-def install_worker_cache(max_entries: int) -> MMProcessorCache:
+def install_worker_cache(max_entries: int, max_bytes: Optional[int] = None) -> MMProcessorCache:
     """Give this process a fresh cache; an agent-loop worker is one Ray actor process."""
     global _WORKER_CACHE
-    _WORKER_CACHE = MMProcessorCache(max_entries)
+    _WORKER_CACHE = MMProcessorCache(max_entries, max_bytes)
     return _WORKER_CACHE
 
 

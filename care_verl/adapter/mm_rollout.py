@@ -38,6 +38,7 @@ from care_verl.adapter.mm_cache import media_features, media_key, prompt_key
 from care_verl.adapter.rollout_config import AGENT_NAME, MANAGER_FQN  # noqa: F401  (re-exported)
 
 DEFAULT_MAX_ENTRIES = 256
+DEFAULT_MAX_MB = 1024
 
 
 @register(AGENT_NAME)
@@ -99,7 +100,8 @@ class MMCacheWorkerMixin:
         care = self.config.get("care", {}) or {}
         rollout = care.get("rollout", {}) or {}
         entries = int(rollout.get("mm_cache_entries", DEFAULT_MAX_ENTRIES))
-        self.mm_cache = mm_cache.install_worker_cache(entries)
+        max_mb = rollout.get("mm_cache_max_mb", DEFAULT_MAX_MB)
+        self.mm_cache = mm_cache.install_worker_cache(entries, None if max_mb is None else int(max_mb) << 20)
 
     def _mm_cache_key(self, output) -> Optional[tuple]:
         data = output.multi_modal_data or {}
@@ -155,7 +157,8 @@ class _CachedAgentLoopWorkerTQ(MMCacheWorkerMixin, _TQWorkerBase):
 
     async def mm_cache_stats(self) -> dict[str, float]:
         s = self.mm_cache.stats
-        return {"hits": s.hits, "misses": s.misses, "evictions": s.evictions, "entries": len(self.mm_cache)}
+        return {"hits": s.hits, "misses": s.misses, "evictions": s.evictions, "entries": len(self.mm_cache),
+                "bytes": self.mm_cache.bytes}
 
 
 def _remote_worker_class():
@@ -184,4 +187,5 @@ class CachedAgentLoopManagerTQ(AgentLoopManagerTQ):
         if dh + dm == 0:
             return {}
         return {"perf/mm_cache_hit_rate": dh / (dh + dm), "perf/mm_processor_passes": float(dm),
-                "perf/mm_cache_entries": float(sum(s["entries"] for s in stats))}
+                "perf/mm_cache_entries": float(sum(s["entries"] for s in stats)),
+                "perf/mm_cache_mb": sum(s["bytes"] for s in stats) / 2**20}

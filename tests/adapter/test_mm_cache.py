@@ -232,6 +232,15 @@ def test_cache_is_bounded_and_keyed_by_content():
     assert cache.get(media_key([images[0]], {})) is None  # evicted
 
 
+def test_cache_is_bounded_in_bytes():
+    cache = MMProcessorCache(max_entries=100, max_bytes=3 * 4000)
+    for i in range(10):  # 10 distinct "images" of 4000 bytes of features each
+        cache.put(("media", i), {"pixel_values": torch.zeros(1000, dtype=torch.float32)})
+    assert len(cache) == 3 and cache.bytes == 12000 and cache.stats.evictions == 7
+    cache.put(("media", "big"), {"pixel_values": torch.zeros(10_000)})  # larger than the bound: kept alone
+    assert len(cache) == 1 and cache.peek(("media", "big")) is not None
+
+
 def test_concurrent_lookups_compute_once():
     cache = MMProcessorCache(max_entries=4)
     calls = []
