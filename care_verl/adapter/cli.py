@@ -98,7 +98,7 @@ def hydra_help(config_dir: Path, argv_overrides: list[str]) -> None:
     parser = get_args_parser()
     try:
         make_hydra(config_dir).hydra_help(config_name="care_trainer", args_parser=parser,
-                                          args=parser.parse_args(argv_overrides))
+                                          args=parser.parse_intermixed_args(argv_overrides))
     finally:
         GlobalHydra.instance().clear()
 
