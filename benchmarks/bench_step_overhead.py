@@ -135,6 +135,10 @@ def main() -> None:
     args = parser.parse_args()
     load = os.getloadavg()
     print(f"load average at start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    bare = None
+    if not args.skip_bare:  # first, so a broken bare loop shows before minutes of verl runs
+        bare = statistics.mean(bare_loop(args.steps))
+        print(f"bare HF loop step (steps 3..{args.steps}): {bare:.3f} s", flush=True)
     results = {}
     for name in [v for v in args.variants.split(",") if v]:
         rows = verl_run(args.steps, VARIANTS[name])
@@ -146,10 +150,8 @@ def main() -> None:
     print(f"{'stage':<22}" + "".join(f"{n:>12}" for n in names))
     for key in (*STAGES, "mm_cache_hit_rate", "mm_processor_passes"):
         print(f"{key:<22}" + "".join(f"{results[n][key]:>12.3f}" for n in names))
-    if args.skip_bare:
+    if bare is None:
         return
-    bare = statistics.mean(bare_loop(args.steps))
-    print(f"bare HF loop step (steps 3..{args.steps}): {bare:.3f} s")
     print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     for n in names[1:]:
         print(f"{n}: verl step / bare step = {results[n]['step'] / bare:.2f}")
