@@ -40,3 +40,32 @@ def test_rgr_generate_timeout_must_be_positive_and_is_named():
     assert care_settings_from_dict({"rgr": {"generate_timeout_s": 5}}).rgr.generate_timeout_s == 5
     with pytest.raises(ValueError, match="care.rgr.generate_timeout_s must be > 0"):
         care_settings_from_dict({"rgr": {"generate_timeout_s": 0}})
+
+
+@pytest.fixture(scope="module")
+def server(tiny_text_path):
+    from care_verl.adapter.hf_rollout import HFServer
+
+    return HFServer(tiny_text_path, {"response_length": 4, "prompt_length": 16, "max_num_seqs": 8, "seed": 0})
+
+
+def test_the_hf_rollout_server_raises_or_hangs_for_rgr_requests_only(server, monkeypatch):
+    """Inside the real server (in-process here; through Ray in tests/e2e/test_faults.py): RGR requests
+    of the named steps fail or never return, everything else is served."""
+    from care_verl.adapter.faults import REQUEST_ID_KWARG
+
+    monkeypatch.setenv(ENV, "rgr_generate@1,rgr_hang@2")
+
+    def generate(timeout, **kwargs):
+        async def go():
+            return await asyncio.wait_for(server.generate("uuid", [5, 6, 7], {"temperature": 1.0}, **kwargs), timeout)
+        return asyncio.run(go())
+
+    assert generate(60).token_ids  # a sampling request
+    assert generate(60, **{REQUEST_ID_KWARG: "care_rgr_3_0"}).token_ids  # RGR at a step without a fault
+    with pytest.raises(InjectedFault, match="in the rollout server, request care_rgr_1_4"):
+        generate(60, **{REQUEST_ID_KWARG: "care_rgr_1_4"})
+    with pytest.raises(asyncio.TimeoutError):
+        generate(1.0, **{REQUEST_ID_KWARG: "care_rgr_2_0"})
+    monkeypatch.delenv(ENV)
+    assert generate(60, **{REQUEST_ID_KWARG: "care_rgr_1_4"}).token_ids  # off unless named
