@@ -166,3 +166,43 @@ def test_lora_recipe_is_the_7b_recipe_with_lora_adapters():
         assert lora[section] == full[section]
     cpu = compose_config(["+recipe=tiny_cpu_care", "actor_rollout_ref.model.lora_rank=8"])
     assert cpu.actor_rollout_ref.model.lora.merge is True  # the hf rollout server takes merged weights
+
+
+def test_wandb_online_when_logged_in_else_offline_with_a_notice(tmp_path):
+    from care_verl.adapter.trackers import choose_wandb_mode
+
+    no_netrc = str(tmp_path / "none")
+    env = {"NETRC": no_netrc}
+    assert choose_wandb_mode(["console", "file"], env) is None and "WANDB_MODE" not in env
+    notice = choose_wandb_mode(["console", "wandb"], env)
+    assert env["WANDB_MODE"] == "offline" and notice.startswith("care_verl: wandb offline (not logged in")
+    env = {"NETRC": no_netrc, "WANDB_API_KEY": "k" * 40}
+    assert "wandb online" in choose_wandb_mode(["wandb"], env) and env["WANDB_MODE"] == "online"
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine api.wandb.ai\n  login user\n  password " + "p" * 40 + "\n")
+    netrc.chmod(0o600)
+    env = {"NETRC": str(netrc)}
+    choose_wandb_mode(["wandb"], env)
+    assert env["WANDB_MODE"] == "online"  # `wandb login` writes this entry
+    env = {"NETRC": str(netrc), "WANDB_BASE_URL": "https://wandb.example.org"}
+    choose_wandb_mode(["wandb"], env)
+    assert env["WANDB_MODE"] == "offline"  # logged in to another host only
+    env = {"NETRC": str(netrc), "WANDB_MODE": "disabled"}
+    assert "disabled (WANDB_MODE is set)" in choose_wandb_mode(["wandb"], env) and env["WANDB_MODE"] == "disabled"
+
+
+def test_end_of_run_lists_where_the_outputs_are(tmp_path, monkeypatch):
+    from omegaconf import OmegaConf
+
+    from care_verl.adapter.trackers import where_outputs
+
+    monkeypatch.setenv("TENSORBOARD_DIR", str(tmp_path / "tb"))
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.delenv("VERL_FILE_LOGGER_PATH", raising=False)
+    monkeypatch.delenv("WANDB_DIR", raising=False)
+    cfg = OmegaConf.create({"run": {"dir": str(tmp_path)}, "trainer": {
+        "logger": ["console", "file", "tensorboard", "wandb"], "default_local_dir": f"{tmp_path}/checkpoints",
+        "project_name": "care_verl", "experiment_name": "x"}})
+    text = where_outputs(cfg)
+    assert f"metrics:     {tmp_path}/metrics.jsonl" in text and f"checkpoints: {tmp_path}/checkpoints" in text
+    assert f"tensorboard: {tmp_path}/tb" in text and f"files in {tmp_path}/wandb" in text and "wandb (offline)" in text
