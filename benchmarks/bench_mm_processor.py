@@ -8,8 +8,9 @@ makes it) at 448 px and 1024 px on this CPU, then multiplies by the passes of a 
 - care_verl (``care.rollout.mm_cache=true``): 1 pass per prompt = 512, plus 1 per RGR row only
   when its image left the cache (RGR sends raw images to the rollout server, not to the worker).
 
-The processor is the tiny model's, which has Qwen2.5-VL's image-processor settings
-(patch 14, merge 2, the same min/max pixels); the text is a short chart question.
+The processor is the tiny model's (Qwen2.5-VL's processor classes, patch 14, merge 2) with
+Qwen2.5-VL's released pixel bounds set (min 3136, max 12845056 pixels; the tiny model caps
+images at 3136 pixels); the text is a short chart question.
 
     /tmp/care_coord/cpu_slot .venv/bin/python benchmarks/bench_mm_processor.py
 """
@@ -51,6 +52,8 @@ def main() -> None:
     from care_verl.models import build_tiny_model
 
     processor = hf_processor(build_tiny_model("qwen2_5_vl", size="small", seed=0))
+    # Qwen2.5-VL's released bounds (preprocessor_config.json of Qwen/Qwen2.5-VL-7B-Instruct)
+    processor.image_processor.size = {"shortest_edge": 3136, "longest_edge": 12845056}
     print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}; torch threads default")
     stock2, stock3, cached = 2 * args.prompts * args.n, 3 * args.prompts * args.n, args.prompts
     print(f"{'image':>7} {'ms/pass':>8} {'pixel_values':>14} {'stock 2n (s)':>13} {'stock 3n (s)':>13} "
