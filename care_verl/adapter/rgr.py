@@ -152,7 +152,8 @@ class RgrRunner:
         m["rgr/eligible_groups"] = float(len(targets))
         if self.settings.mode == "off" or len(targets) == 0:
             return outcome
-        # Seeded per step, not carried across steps: a resumed run draws what an uninterrupted one would.
+        # Seeded per step, not carried across steps: nothing to lose on a resume (the draw still
+        # follows the batch's row order, which verl does not fix across launches).
         generator = torch.Generator().manual_seed(self.trainer.care.advantage.seed * 1_000_003 + self.trainer.global_steps)
         sources = choose_sources(targets, index, correct, self.settings.mode, generator)
         needed = sorted(set(targets.tolist()) | set(sources.tolist()))
