@@ -40,6 +40,7 @@ class RgrOutcome:
     replaced_rows: list[int] = field(default_factory=list)
     sources: dict[int, int] = field(default_factory=dict)  # row repaired -> row whose reasoning it reused
     metrics: dict[str, float] = field(default_factory=dict)
+    examples: list[dict] = field(default_factory=list)  # failed vs repaired response, for the trackers' table
 
 
 def run_coroutine(coro):
@@ -208,6 +209,10 @@ class RgrRunner:
                 logger.warning("RGR scoring for row %d failed: %r", plan.row, exc)
                 score = {"score": 0.0, "acc": 0.0}
             repaired += float(score.get("acc", 0.0)) > 0.5
+            outcome.examples.append({
+                "row": plan.row, "failed": self.trainer.tokenizer.decode(target["responses"], skip_special_tokens=True),
+                "repaired": text, "verdict": "correct" if float(score.get("acc", 0.0)) > 0.5 else "still wrong",
+                "score": float(score.get("score", 0.0))})
             new_fields.append(self._row_fields(target, rows[plan.source_row], plan, ids, mask, out, score))
             new_keys.append(batch.keys[plan.row])
             tag = dict(batch.tags[plan.row]) if plan.row < len(batch.tags) else {}

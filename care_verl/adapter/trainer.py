@@ -261,6 +261,10 @@ class CarePPOTrainer(PPOTrainerSync):
             rgr_start = time.perf_counter()
             outcome = self.rgr.run(batch, subgroups, index, correct)
             metrics.update(outcome.metrics)
+            if outcome.examples:
+                from care_verl.adapter.trackers import log_rgr_examples
+
+                log_rgr_examples(self.config, outcome.examples, self.global_steps)
             if outcome.replaced_rows:
                 lp_start = time.perf_counter()
                 metrics["rgr/logprob_rows"] = self._recompute_log_probs(batch, outcome.replaced_rows, metrics)
