@@ -82,8 +82,9 @@ def bare_loop(steps: int) -> list[float]:
         enc = processor(text=texts, images=[im for ims in images for im in ims], padding=True, return_tensors="pt")
         reps = lambda t: t.repeat_interleave(n, dim=0)  # noqa: E731
         per_img = enc["image_grid_thw"].prod(-1).tolist()
-        chunks = list(torch.split(enc["pixel_values"], per_img))
-        pixel_values = torch.cat([c for c in chunks for _ in range(n)])
+        chunks = list(torch.split(enc["pixel_values"], per_img))  # one image per prompt here
+        row_pixels = [c for c in chunks for _ in range(n)]  # the image of every row
+        pixel_values = torch.cat(row_pixels)
         grid = reps(enc["image_grid_thw"])
         ids, mask = reps(enc["input_ids"]), reps(enc["attention_mask"])
         model.eval()
@@ -97,11 +98,14 @@ def bare_loop(steps: int) -> list[float]:
         resp_mask = torch.cumprod((resp != pad).long(), dim=1)
         full_mask = torch.cat([mask, resp_mask], dim=1)
 
-        def logprobs():
-            logits = model(input_ids=full, attention_mask=full_mask, pixel_values=pixel_values, image_grid_thw=grid,
-                           mm_token_type_ids=(full == image_token).long()).logits
+        def logprobs(sl=slice(None)):
+            rows = range(len(full))[sl]
+            x = full[sl]
+            logits = model(input_ids=x, attention_mask=full_mask[sl],
+                           pixel_values=torch.cat([row_pixels[i] for i in rows]), image_grid_thw=grid[sl],
+                           mm_token_type_ids=(x == image_token).long()).logits
             lp = torch.log_softmax(logits[:, ids.shape[1] - 1:-1].float(), -1)
-            return lp.gather(-1, resp.unsqueeze(-1)).squeeze(-1)
+            return lp.gather(-1, resp[sl].unsqueeze(-1)).squeeze(-1)
 
         with torch.no_grad():
             old = logprobs()
@@ -111,10 +115,8 @@ def bare_loop(steps: int) -> list[float]:
         rows_per_mini = mini * n
         for lo in range(0, len(full), rows_per_mini):  # one update per mini-batch
             sl = slice(lo, lo + rows_per_mini)
-            # the forward runs on the whole batch's tensors for simplicity of the vision inputs;
-            # the loss (and so the gradient) covers this mini-batch only
-            new = logprobs()
-            ratio = torch.exp(new[sl] - old[sl])
+            new = logprobs(sl)  # forward and backward over this mini-batch's rows only
+            ratio = torch.exp(new - old[sl])
             m = resp_mask[sl].float()
             a = adv[sl].unsqueeze(1)
             loss = -(torch.min(ratio * a, ratio.clamp(0.8, 1.2) * a) * m).sum() / m.sum()
