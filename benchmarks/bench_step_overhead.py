@@ -152,7 +152,7 @@ def main() -> None:
     print(f"{'stage':<22}" + "".join(f"{n:>12}" for n in names))
     for key in (*STAGES, "mm_cache_hit_rate", "mm_processor_passes"):
         print(f"{key:<22}" + "".join(f"{results[n][key]:>12.3f}" for n in names))
-    if bare is None:
+    if bare is None or not names:
         return
     print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     for n in names[1:]:
