@@ -6,8 +6,6 @@ Nothing here reaches a model hub: models are built locally from transformers con
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,7 +16,9 @@ os.environ.setdefault("CARE_VERL_CACHE", str(REPO / ".pytest_cache" / "care_verl
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-PLUMBING_REWARD = REPO / "tests" / "fixtures" / "digit_share_reward.py"
+# run_main and the reward fixtures live in a module of their own: test files import them from there
+# ("conftest" is an ambiguous module name across tests/*/conftest.py).
+from run_helpers import MIXED_GROUPS_REWARD, PLUMBING_REWARD, run_main  # noqa: E402,F401
 
 
 @pytest.fixture(scope="session")
@@ -33,20 +33,6 @@ def tiny_text_path() -> str:
     from care_verl.models import build_tiny_model
 
     return build_tiny_model("qwen2", size="small", seed=0)
-
-
-def run_main(args: list[str], run_dir: Path, timeout: int = 600) -> subprocess.CompletedProcess:
-    """Run ``python -m care_verl.main`` in a subprocess, as a user would.
-
-    Every actor forward pass is logged to ``run_dir/forwards.log`` ($CARE_VERL_FORWARD_LOG); the CARE
-    trainer dumps each step's rows under ``run_dir/rows`` ($CARE_VERL_ROW_DUMP, see tests/e2e/row_checks.py).
-    """
-    cmd = [sys.executable, "-m", "care_verl.main", *args, f"run.dir={run_dir}"]
-    env = dict(os.environ, CARE_VERL_FORWARD_LOG=str(Path(run_dir) / "forwards.log"),
-               CARE_VERL_ROW_DUMP=str(Path(run_dir) / "rows"))
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env)
-    (Path(run_dir) / "stdout.log").write_text(proc.stdout + "\n" + proc.stderr)
-    return proc
 
 
 from care_verl.adapter.metrics import read_metrics  # noqa: E402  (after the cache env is set)
@@ -67,9 +53,6 @@ def tiny_cpu_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("tiny_cpu_run")
     proc = run_main(["+recipe=tiny_cpu", f"reward.custom_reward_function.path={PLUMBING_REWARD}"], run_dir)
     return proc, run_dir
-
-
-MIXED_GROUPS_REWARD = REPO / "tests" / "fixtures" / "mixed_groups_reward.py"
 
 
 def _care_run(tmp_path_factory, name: str, *overrides: str):

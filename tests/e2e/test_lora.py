@@ -14,7 +14,7 @@ import json
 
 import pytest
 
-from conftest import MIXED_GROUPS_REWARD, run_main
+from run_helpers import MIXED_GROUPS_REWARD, run_main
 
 pytestmark = pytest.mark.e2e
 

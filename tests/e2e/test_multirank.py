@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from care_verl.adapter.care_settings import care_settings_from_dict
 from care_verl.adapter.trainer import pad_rows_to_multiple
 from care_verl.core import Role, care_advantages, extract_spans, rescue_anchor_score
-from conftest import MIXED_GROUPS_REWARD, run_main
+from run_helpers import MIXED_GROUPS_REWARD, run_main
 from row_checks import (
     ids,
     load_policy,
