@@ -53,7 +53,7 @@ def bare_loop(steps: int) -> list[float]:
     from verl.utils.dataset.rl_dataset import RLHFDataset
     from verl.utils.tokenizer import hf_processor
 
-    from care_verl.adapter.main import build_config
+    from care_verl.adapter.entry.main import build_config
     from care_verl.models.special_tokens import suppressed_token_ids
 
     # torch's default threads (measured: 0.89 s/step with 2 threads, 1.99 s with BARE_THREADS=1)

@@ -81,7 +81,7 @@ def is_finished(job_dir: Path) -> bool:
 
 def last_metrics(job_dir: Path) -> tuple[int | None, dict]:
     """(last step, its training reward and every validation metric logged at any step, last value wins)."""
-    from care_verl.adapter.metrics import read_metrics
+    from care_verl.adapter.tools.metrics import read_metrics
 
     try:
         entries = read_metrics(job_dir)
@@ -153,7 +153,7 @@ def run_sweep(overrides: list[str], compose, build_config) -> int:
     ``compose(overrides)`` composes a config; ``build_config(overrides)`` also prepares and
     validates it; both raise ``ConfigError``. Returns 0 when every job finished, else 1.
     """
-    from care_verl.adapter.validate import ConfigError
+    from care_verl.adapter.entry.validate import ConfigError
 
     try:
         jobs = expand(overrides)

@@ -35,7 +35,7 @@ def tiny_text_path() -> str:
     return build_tiny_model("qwen2", size="small", seed=0)
 
 
-from care_verl.adapter.metrics import read_metrics  # noqa: E402  (after the cache env is set)
+from care_verl.adapter.tools.metrics import read_metrics  # noqa: E402  (after the cache env is set)
 
 
 @pytest.fixture(scope="session")

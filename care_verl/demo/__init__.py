@@ -2,7 +2,7 @@
 
 - :mod:`care_verl.demo.main`: build the tiny model, cold-start SFT, CARE RL, plots, summary.
 - :mod:`care_verl.demo.sft`: cold-start SFT stopped early by held-out accuracy (verl's SFT trainer,
-  run through :mod:`care_verl.adapter.sft`).
+  run through :mod:`care_verl.adapter.tools.sft`).
 - :mod:`care_verl.demo.stages`: the stages as subprocesses with progress bars.
 - :mod:`care_verl.demo.compare`: GRPO vs CARE vs CARE without RGR over seeds, CARE ablations, RGR modes.
 - :mod:`care_verl.demo.analysis`: metrics, signature and aggregation (pure functions).

@@ -4,7 +4,7 @@
 
 Runs ``verl.trainer.sft_trainer.SFTTrainer`` (verl 0.9.1's engine-based SFT trainer: FSDP2 over
 gloo on CPU through care_verl's platform plugin, sdpa attention, multi-turn messages parquet with
-images) in this process as a one-rank job, through :mod:`care_verl.adapter.sft`. Every ``--eval-every`` steps verl saves a checkpoint
+images) in this process as a one-rank job, through :mod:`care_verl.adapter.tools.sft`. Every ``--eval-every`` steps verl saves a checkpoint
 with its HF model directory; we then load that directory with transformers, measure greedy and
 temperature-1 accuracy on held-out items with the project's verifier, and stop training as soon as
 both reach the targets (partial competence: groups of sampled rollouts then hold both successes
@@ -74,8 +74,8 @@ class SFTOutcome:
 
 
 def run_sft(config, out_dir: Path, held_out: HeldOut, rule: StopRule, eval_seed: int = 0) -> SFTOutcome:
-    """Train with verl's SFTTrainer (care_verl.adapter.sft); evaluate at each save; stop when ``rule`` is met."""
-    from care_verl.adapter.sft import fit_sft
+    """Train with verl's SFTTrainer (care_verl.adapter.tools.sft); evaluate at each save; stop when ``rule`` is met."""
+    from care_verl.adapter.tools.sft import fit_sft
     from care_verl.demo.evaluate import EvalWorker
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -151,7 +151,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
 def main(argv: list[str] | None = None) -> int:
     args, overrides = parse_args(sys.argv[1:] if argv is None else argv)
     out = Path(args.out).resolve()
-    from care_verl.adapter.sft import compose_sft_config, single_process_env
+    from care_verl.adapter.tools.sft import compose_sft_config, single_process_env
 
     single_process_env()
     os.environ["VERL_FILE_LOGGER_PATH"] = str(out / "metrics.jsonl")

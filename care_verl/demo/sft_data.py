@@ -9,10 +9,10 @@ where the wrong reasoning is the reasoning trace of another item of the same tas
 answer (a plausible misreading, stated consistently to a wrong conclusion). That is exactly the
 text RGR prompts the policy with (prompt + failed reasoning up to ``</think>`` + cue), so the
 repaired context is text the model has seen. ``response_context`` holds the wrong reasoning and
-the cue: :class:`care_verl.adapter.sft.CachedMultiTurnSFTDataset` gives those tokens loss-mask 0,
+the cue: :class:`care_verl.adapter.tools.sft.CachedMultiTurnSFTDataset` gives those tokens loss-mask 0,
 so SFT teaches the continuation after the cue, never the wrong reasoning itself.
 
-verl reads the rows with ``care_verl.adapter.sft.CachedMultiTurnSFTDataset``.
+verl reads the rows with ``care_verl.adapter.tools.sft.CachedMultiTurnSFTDataset``.
 """
 
 from __future__ import annotations

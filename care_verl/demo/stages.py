@@ -127,7 +127,7 @@ def _tail(path: Path, n: int = 40) -> str:
 
 def rl_repair_cue(recipe: str, overrides: list[str]) -> str:
     """``care.rgr.cue`` of the RL stage's composed config (defaults, recipe, user overrides)."""
-    from care_verl.adapter.main import compose_config
+    from care_verl.adapter.entry.main import compose_config
 
     return str(compose_config([f"+recipe={recipe}", *overrides]).care.rgr.cue)
 

@@ -107,7 +107,7 @@ def convert_checkpoint(actor: Path, out_root: str | os.PathLike[str] | None = No
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=root))
     try:
         logger.info("converting verl checkpoint %s -> %s", actor, target)
-        from care_verl.adapter.checkpoint_merge import merge_fsdp_checkpoint
+        from care_verl.adapter.tools.checkpoint_merge import merge_fsdp_checkpoint
 
         merge_fsdp_checkpoint(actor, tmp)
         (tmp / MARKER).write_text(json.dumps({"source": str(actor.resolve()), "merger": "verl.model_merger fsdp"}))

@@ -47,7 +47,7 @@ SEED_KEYS: tuple[str, ...] = (
     "care.seed",  # CARE's random selector and RGR random-mode draws (hydra_configs/care_trainer.yaml)
 )
 
-#: Environment the adapter sets in the driver (care_verl.adapter.main.configure_environment) that
+#: Environment the adapter sets in the driver (care_verl.adapter.entry.main.configure_environment) that
 #: Ray workers only inherit when the driver starts Ray itself. On a pre-started cluster the raylets
 #: were started by someone else, so these travel in the job's runtime_env instead.
 _FORWARDED_ENV_PREFIXES = ("CARE_VERL_", "CARE_VERIFIER_")
@@ -80,7 +80,7 @@ def seed_overrides(seed: int, keys: Sequence[str] = SEED_KEYS) -> list[str]:
 def forwarded_env(run_dir: Path, environ: dict[str, str] | None = None) -> dict[str, str]:
     """The environment Ray workers need for this run when they were not started by the driver.
 
-    Mirrors care_verl.adapter.main.configure_environment: metrics (verl's file logger), tensorboard
+    Mirrors care_verl.adapter.entry.main.configure_environment: metrics (verl's file logger), tensorboard
     and wandb locations under ``run_dir``, plus any ``CARE_VERL_*`` / ``CARE_VERIFIER_*`` settings.
     """
     environ = dict(os.environ if environ is None else environ)
@@ -273,7 +273,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"care_verl.launch: {shlex.join(command)}", file=sys.stderr, flush=True)
     if args.python and args.python != sys.executable:
         os.execvp(command[0], command)
-    from care_verl.adapter.main import main as care_main
+    from care_verl.adapter.entry.main import main as care_main
 
     return care_main(main_argv)
 

@@ -12,8 +12,8 @@ import psutil
 import pytest
 import yaml
 
-from care_verl.adapter.cli import care_keys
-from care_verl.adapter.main import compose_config, main
+from care_verl.adapter.entry.cli import care_keys
+from care_verl.adapter.entry.main import compose_config, main
 from care_verl.models.tiny import cache_root
 from care_verl.sweep import Job, expand, fixed_overrides, is_finished, summarize
 
@@ -169,7 +169,7 @@ def test_lora_recipe_is_the_7b_recipe_with_lora_adapters():
 
 
 def test_wandb_online_when_logged_in_else_offline_with_a_notice(tmp_path):
-    from care_verl.adapter.trackers import choose_wandb_mode
+    from care_verl.adapter.entry.trackers import choose_wandb_mode
 
     no_netrc = str(tmp_path / "none")
     env = {"NETRC": no_netrc}
@@ -194,7 +194,7 @@ def test_wandb_online_when_logged_in_else_offline_with_a_notice(tmp_path):
 def test_end_of_run_lists_where_the_outputs_are(tmp_path, monkeypatch):
     from omegaconf import OmegaConf
 
-    from care_verl.adapter.trackers import where_outputs
+    from care_verl.adapter.entry.trackers import where_outputs
 
     monkeypatch.setenv("TENSORBOARD_DIR", str(tmp_path / "tb"))
     monkeypatch.setenv("WANDB_MODE", "offline")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from care_verl.adapter.metrics import read_metrics
+from care_verl.adapter.tools.metrics import read_metrics
 
 pytestmark = pytest.mark.e2e
 

@@ -6,9 +6,9 @@ import sys
 import pytest
 import torch
 
-from care_verl.adapter.main import build_config, main
-from care_verl.adapter.prepare import parse_synthetic
-from care_verl.adapter.validate import ConfigError
+from care_verl.adapter.entry.main import build_config, main
+from care_verl.adapter.entry.prepare import parse_synthetic
+from care_verl.adapter.entry.validate import ConfigError
 
 REPO_ARGS = ["+recipe=tiny_cpu"]
 
@@ -128,7 +128,7 @@ def test_micro_batches_must_divide_the_rows_per_rank():
 
 
 def test_environment_travels_in_the_runtime_env(monkeypatch, tmp_path):
-    from care_verl.adapter.main import configure_environment
+    from care_verl.adapter.entry.main import configure_environment
 
     c = build_config([*REPO_ARGS, f"run.dir={tmp_path}"])
     monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")
@@ -144,7 +144,7 @@ def test_environment_travels_in_the_runtime_env(monkeypatch, tmp_path):
 @pytest.fixture
 def no_accelerator(monkeypatch):
     """A driver that sees no GPU (mocked: whether this box has one must not decide the test)."""
-    import care_verl.adapter.main as entry
+    import care_verl.adapter.entry.main as entry
 
     monkeypatch.setattr(entry, "has_accelerator", lambda: False)
 
@@ -167,7 +167,7 @@ def test_explicit_runtimes_still_work_without_accelerator(no_accelerator, tmp_pa
     # a driver on a GPU-less head node of a GPU cluster: runtime=gpu is trusted, and no worker is
     # told to run on CPU
     gpu = build_config([*REPO_ARGS, "runtime=gpu", "trainer.n_gpus_per_node=1", f"run.dir={tmp_path}"])
-    from care_verl.adapter.main import configure_environment
+    from care_verl.adapter.entry.main import configure_environment
 
     with pytest.MonkeyPatch.context() as mp:
         mp.delenv("VERL_PLATFORM", raising=False)
@@ -190,7 +190,7 @@ def care_config():
 def test_options_care_would_ignore_are_config_errors(care_config, key, value):
     from omegaconf import OmegaConf, open_dict
 
-    from care_verl.adapter.validate import validate_startup
+    from care_verl.adapter.entry.validate import validate_startup
 
     c = care_config.copy()
     with open_dict(c):

@@ -6,7 +6,7 @@ import sys
 import pandas as pd
 import pytest
 
-from care_verl.adapter.main import build_config, main
+from care_verl.adapter.entry.main import build_config, main
 from care_verl.data.check import check_rl_file
 
 REPO_ARGS = ["+recipe=tiny_cpu"]

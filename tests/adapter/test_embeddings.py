@@ -1,9 +1,9 @@
-"""Pooling of the LM head's input into reasoning embeddings (care_verl/adapter/embeddings.py)."""
+"""Pooling of the LM head's input into reasoning embeddings (care_verl/adapter/step/embeddings.py)."""
 
 import torch
 import torch.nn.functional as F
 
-from care_verl.adapter.embeddings import packed_hidden, pool_packed
+from care_verl.adapter.step.embeddings import packed_hidden, pool_packed
 
 
 def test_pool_packed_is_the_weighted_mean_per_sequence_normalised():
@@ -41,7 +41,7 @@ def test_packed_hidden_matches_both_layouts():
 def test_check_embeddings_rejects_zero_and_non_finite_rows_by_index():
     import pytest
 
-    from care_verl.adapter.embeddings import check_embeddings
+    from care_verl.adapter.step.embeddings import check_embeddings
 
     good = F.normalize(torch.randn(4, 6), dim=-1)
     check_embeddings(good)

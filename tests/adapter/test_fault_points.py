@@ -1,10 +1,10 @@
-"""The named fault-injection points (care_verl/adapter/faults.py) the reliability e2e tests use."""
+"""The named fault-injection points (care_verl/adapter/tools/faults.py) the reliability e2e tests use."""
 
 import asyncio
 
 import pytest
 
-from care_verl.adapter.faults import ENV, InjectedFault, injected, rgr_request_step, rollout_server_faults
+from care_verl.adapter.tools.faults import ENV, InjectedFault, injected, rgr_request_step, rollout_server_faults
 
 
 def test_points_are_off_unless_named_and_can_be_limited_to_a_step(monkeypatch):
@@ -35,7 +35,7 @@ def test_rollout_server_faults_hit_only_rgr_requests_of_the_named_step(monkeypat
 
 
 def test_rgr_generate_timeout_must_be_positive_and_is_named():
-    from care_verl.adapter.care_settings import care_settings_from_dict
+    from care_verl.adapter.step.care_settings import care_settings_from_dict
 
     assert care_settings_from_dict({"rgr": {"generate_timeout_s": 5}}).rgr.generate_timeout_s == 5
     with pytest.raises(ValueError, match="care.rgr.generate_timeout_s must be > 0"):
@@ -44,7 +44,7 @@ def test_rgr_generate_timeout_must_be_positive_and_is_named():
 
 @pytest.fixture(scope="module")
 def server(tiny_text_path):
-    from care_verl.adapter.hf_rollout import HFServer
+    from care_verl.adapter.rollout.hf_rollout import HFServer
 
     return HFServer(tiny_text_path, {"response_length": 4, "prompt_length": 16, "max_num_seqs": 8, "seed": 0})
 
@@ -52,7 +52,7 @@ def server(tiny_text_path):
 def test_the_hf_rollout_server_raises_or_hangs_for_rgr_requests_only(server, monkeypatch):
     """Inside the real server (in-process here; through Ray in tests/e2e/test_faults.py): RGR requests
     of the named steps fail or never return, everything else is served."""
-    from care_verl.adapter.faults import REQUEST_ID_KWARG
+    from care_verl.adapter.tools.faults import REQUEST_ID_KWARG
 
     monkeypatch.setenv(ENV, "rgr_generate@1,rgr_hang@2")
 

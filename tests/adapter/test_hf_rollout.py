@@ -5,7 +5,7 @@ import asyncio
 import pytest
 import torch
 
-from care_verl.adapter.hf_rollout import (
+from care_verl.adapter.rollout.hf_rollout import (
     HFServer,
     SamplingKey,
     sampled_logprobs,

@@ -10,7 +10,7 @@ import asyncio
 
 import pytest
 
-from care_verl.adapter.hf_rollout import HFServer
+from care_verl.adapter.rollout.hf_rollout import HFServer
 from care_verl.data.synthetic import generate_item
 
 CONFIG = {"response_length": 12, "prompt_length": 96, "max_num_seqs": 64, "seed": 3}

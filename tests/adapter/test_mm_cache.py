@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-from care_verl.adapter import mm_cache
-from care_verl.adapter.mm_cache import MMProcessorCache, image_digest, media_key
+from care_verl.adapter.rollout import mm_cache
+from care_verl.adapter.rollout.mm_cache import MMProcessorCache, image_digest, media_key
 
 N = 4  # rollouts per prompt
 
@@ -50,7 +50,7 @@ class CountingCall:
 
 @pytest.fixture(scope="module")
 def setup():
-    from care_verl.adapter.main import build_config
+    from care_verl.adapter.entry.main import build_config
 
     config = build_config(["+recipe=tiny_cpu", f"actor_rollout_ref.rollout.n={N}"])
     from verl.utils.dataset.rl_dataset import RLHFDataset
@@ -89,8 +89,8 @@ def run_worker(config, rows, cached: bool, entries: int = 256):
     from verl.experimental.agent_loop.agent_loop import AgentLoopWorker
     from omegaconf import open_dict
 
-    from care_verl.adapter.hf_rollout import HFServer
-    from care_verl.adapter.mm_rollout import AGENT_NAME, CachedAgentLoopWorker
+    from care_verl.adapter.rollout.hf_rollout import HFServer
+    from care_verl.adapter.rollout.mm_rollout import AGENT_NAME, CachedAgentLoopWorker
 
     config = copy.deepcopy(config)
     with open_dict(config):
@@ -269,11 +269,11 @@ def test_failed_computation_is_not_cached():
 
 
 def test_cached_path_is_the_default_and_the_switch_restores_verls():
-    from care_verl.adapter.main import build_config
-    from care_verl.adapter.rollout_config import AGENT_NAME, MANAGER_FQN
+    from care_verl.adapter.entry.main import build_config
+    from care_verl.adapter.rollout.rollout_config import AGENT_NAME, MANAGER_FQN
 
-    from care_verl.adapter.main import compose_config
-    from care_verl.adapter.prepare import prepare_config
+    from care_verl.adapter.entry.main import compose_config
+    from care_verl.adapter.entry.prepare import prepare_config
 
     gpu = prepare_config(compose_config(["+recipe=qwen25vl_7b_dapo", "runtime=gpu"]))  # no GPU/data here
     for config in (build_config(["+recipe=tiny_cpu"]), build_config(["+recipe=demo_cpu"]), gpu):
@@ -288,8 +288,8 @@ def test_cached_path_is_the_default_and_the_switch_restores_verls():
 @pytest.mark.parametrize("override", ["care.rollout.mm_cache_entries=0", "care.rollout.mm_cache=maybe",
                                       "+care.rollout.mm_cahce=true"])
 def test_bad_rollout_settings_name_the_key(override):
-    from care_verl.adapter.main import build_config
-    from care_verl.adapter.validate import ConfigError
+    from care_verl.adapter.entry.main import build_config
+    from care_verl.adapter.entry.validate import ConfigError
 
     with pytest.raises(ConfigError, match=r"care\.rollout\.mm_ca"):
         build_config(["+recipe=tiny_cpu", override])
@@ -300,7 +300,7 @@ def test_step_metrics_of_a_custom_manager_are_logged():
     (trainer_base.py:488,674); a manager's ``step_metrics()`` now reaches the step's metrics."""
     from verl.trainer.ppo.v1.trainer_base import PPOTrainer
 
-    import care_verl.adapter.register  # noqa: F401  (applies the patches)
+    import care_verl.adapter.entry.register  # noqa: F401  (applies the patches)
 
     class Manager:
         def step_metrics(self):

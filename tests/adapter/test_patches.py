@@ -1,4 +1,4 @@
-"""The narrow verl/torch fixes in care_verl.adapter.patches, each against the failure it fixes."""
+"""The narrow verl/torch fixes in care_verl.adapter.runtime.patches, each against the failure it fixes."""
 
 import subprocess
 import sys
@@ -7,8 +7,8 @@ import textwrap
 import pytest
 import torch
 
-import care_verl.adapter.register  # noqa: F401  (applies the patches, as the verl plugin does)
-from care_verl.adapter.patches import mrope_ragged_idx, normalize_backend
+import care_verl.adapter.entry.register  # noqa: F401  (applies the patches, as the verl plugin does)
+from care_verl.adapter.runtime.patches import mrope_ragged_idx, normalize_backend
 
 NO_GPU = not torch.cuda.is_available()
 
@@ -104,7 +104,7 @@ def test_fsdp_engine_selectable_on_cpu():
     from verl.workers.engine.fsdp.transformer_impl import FSDPEngineWithLMHead
 
     engine = EngineRegistry.get_engine_cls("language_model", "fsdp2")
-    # care_verl's embedding-capable subclass (care_verl/adapter/embeddings.py) stands in for it
+    # care_verl's embedding-capable subclass (care_verl/adapter/step/embeddings.py) stands in for it
     assert issubclass(engine, FSDPEngineWithLMHead)
     assert getattr(engine, "__care_verl_embeddings__", False)  # verl's plain engine would pass the line above
 
@@ -112,7 +112,7 @@ def test_fsdp_engine_selectable_on_cpu():
 def test_registration_is_idempotent():
     from verl.workers.rollout.base import _ROLLOUT_REGISTRY
 
-    from care_verl.adapter.register import check_registered, register_all
+    from care_verl.adapter.entry.register import check_registered, register_all
 
     before = torch.nested.as_nested_tensor
     register_all()

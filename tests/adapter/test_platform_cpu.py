@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from care_verl.adapter.platform_cpu import CPU_DEVICE_MODULE, PlatformCPU
+from care_verl.adapter.runtime.platform_cpu import CPU_DEVICE_MODULE, PlatformCPU
 
 
 def test_auto_detected_when_no_accelerator():

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from care_verl.adapter.main import build_config
+from care_verl.adapter.entry.main import build_config
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPES = sorted(p.stem for p in (ROOT / "recipes").glob("*.yaml"))

@@ -1,8 +1,8 @@
-"""The rows RGR sends back through the log-prob workers (care_verl.adapter.trainer.pad_rows_to_multiple)."""
+"""The rows RGR sends back through the log-prob workers (care_verl.adapter.step.trainer.pad_rows_to_multiple)."""
 
 import pytest
 
-from care_verl.adapter.trainer import pad_rows_to_multiple
+from care_verl.adapter.step.trainer import pad_rows_to_multiple
 
 
 @pytest.mark.parametrize("rows, batch, multiple", [([5], 16, 4), ([3, 9], 16, 4), ([0, 1, 2, 3], 16, 4),

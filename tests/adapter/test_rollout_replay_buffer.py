@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-import care_verl.adapter.register  # noqa: F401  (applies the patches, as in every verl process)
-from care_verl.adapter.main import build_config
+import care_verl.adapter.entry.register  # noqa: F401  (applies the patches, as in every verl process)
+from care_verl.adapter.entry.main import build_config
 
 
 class TrainerStub:
@@ -52,7 +52,7 @@ def test_without_the_setting_verls_default_stays():
 
 
 def test_bad_poll_interval_names_the_key():
-    from care_verl.adapter.validate import ConfigError
+    from care_verl.adapter.entry.validate import ConfigError
 
     with pytest.raises(ConfigError, match="trainer.v1.sampler.sampler_kwargs.poll_interval"):
         build_config(["+recipe=tiny_cpu", "trainer.v1.sampler.sampler_kwargs.poll_interval=0"])

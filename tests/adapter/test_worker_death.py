@@ -3,7 +3,7 @@
 import pytest
 from ray import exceptions as rex
 
-from care_verl.adapter.main import first_line, ray_worker_death
+from care_verl.adapter.entry.main import first_line, ray_worker_death
 
 
 def _wrapped(cause: BaseException) -> BaseException:

@@ -75,7 +75,7 @@ def test_sft_parquet_loads_in_verl_multiturn_sft_dataset(tmp_path: Path) -> None
 
 
 def test_overlong_filter_says_how_many_prompts_it_dropped(rl_parquet: Path, tmp_path: Path, capsys) -> None:
-    import care_verl.adapter.register  # noqa: F401  (the plugin, as verl loads it in every process)
+    import care_verl.adapter.entry.register  # noqa: F401  (the plugin, as verl loads it in every process)
 
     processor = tiny_processor()
     config = OmegaConf.create({

@@ -180,7 +180,7 @@ def test_seed_overrides_cover_every_seed_key():
 
 
 def test_seed_overrides_compose_with_the_demo_recipe():
-    from care_verl.adapter.main import build_config
+    from care_verl.adapter.entry.main import build_config
 
     c = build_config(["+recipe=demo_cpu", *C.seed_overrides(7), *C.VARIANTS["grpo"]])
     assert c.data.seed == 7 and c.actor_rollout_ref.rollout.seed == 7 and c.care.seed == 7

@@ -120,8 +120,8 @@ def test_plan_only_prints_the_estimate_and_runs_nothing(tmp_path, capsys):
 
 
 def test_every_variant_composes_with_the_demo_recipe():
-    from care_verl.adapter.care_settings import care_settings_from_config
-    from care_verl.adapter.main import build_config
+    from care_verl.adapter.step.care_settings import care_settings_from_config
+    from care_verl.adapter.entry.main import build_config
 
     for name, ov in {**C.VARIANTS, **C.ABLATIONS, **C.RGR_MODES}.items():
         c = build_config(["+recipe=demo_cpu", *ov, *C.seed_overrides(3)])

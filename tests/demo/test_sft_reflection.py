@@ -26,7 +26,7 @@ DEMO_OVERRIDES = ["+recipe=demo_cpu"]
 
 @pytest.fixture(scope="module")
 def rl_config():
-    from care_verl.adapter.main import compose_config
+    from care_verl.adapter.entry.main import compose_config
 
     return compose_config(DEMO_OVERRIDES)
 
@@ -80,7 +80,7 @@ def test_bad_share_and_missing_cue_are_refused():
 
 
 def test_sft_cue_is_the_rl_stage_care_rgr_cue(rl_config):
-    from care_verl.adapter.care_settings import care_settings_from_config
+    from care_verl.adapter.step.care_settings import care_settings_from_config
     from care_verl.demo.stages import rl_repair_cue
 
     assert rl_repair_cue("demo_cpu", []) == care_settings_from_config(rl_config).rgr.cue
@@ -90,7 +90,7 @@ def test_sft_cue_is_the_rl_stage_care_rgr_cue(rl_config):
 def _sft_dataset(tmp_path, tok, proc, cue, n=10):
     from omegaconf import OmegaConf
 
-    from care_verl.adapter.sft import CachedMultiTurnSFTDataset
+    from care_verl.adapter.tools.sft import CachedMultiTurnSFTDataset
     from care_verl.demo.stages import write_sft_data
 
     path = write_sft_data(tmp_path, ("bars",), 1, n, reflect_share=0.2, cue=cue)
@@ -101,9 +101,9 @@ def _sft_dataset(tmp_path, tok, proc, cue, n=10):
 def test_rgr_repaired_context_tokenizes_as_in_the_sft_data(tmp_path, tiny, rl_config):
     from verl.utils.tokenizer.continuous_token_wiring import create_continuous_token_builder
 
-    from care_verl.adapter.care_settings import care_settings_from_config
-    from care_verl.adapter.rgr import RgrRunner
-    from care_verl.adapter.trainer import build_span_tags
+    from care_verl.adapter.step.care_settings import care_settings_from_config
+    from care_verl.adapter.step.rgr import RgrRunner
+    from care_verl.adapter.step.trainer import build_span_tags
     from care_verl.reflection import plan_repairs, repaired_response
 
     tok, proc = tiny
@@ -149,7 +149,7 @@ def test_rgr_repaired_context_tokenizes_as_in_the_sft_data(tmp_path, tiny, rl_co
 
 
 def test_plain_rows_train_the_whole_response_and_bad_context_names_the_row(tmp_path, tiny):
-    from care_verl.adapter.sft import mask_response_context
+    from care_verl.adapter.tools.sft import mask_response_context
 
     tok, proc = tiny
     ds = _sft_dataset(tmp_path, tok, proc, "\nCUE\n")

@@ -1,5 +1,5 @@
 """Reading the per-row dumps a CARE run writes under $CARE_VERL_ROW_DUMP, and checks on them that
-are computed here, outside verl (care_verl/adapter/row_dump.py writes them)."""
+are computed here, outside verl (care_verl/adapter/step/row_dump.py writes them)."""
 
 from __future__ import annotations
 
@@ -34,8 +34,8 @@ def load_tokenizer(model_path: str):
 def think_pools(tokenizer, rows: dict) -> list[torch.Tensor]:
     """Per row, the response tokens CARE must pool: its think span (core.extract_spans, unit-tested in
     tests/core) when it has one, else the whole response. A random model writes think tags now and then."""
-    from care_verl.adapter.care_settings import TagSettings
-    from care_verl.adapter.trainer import build_span_tags
+    from care_verl.adapter.step.care_settings import TagSettings
+    from care_verl.adapter.step.trainer import build_span_tags
     from care_verl.core import extract_spans
 
     tags = build_span_tags(tokenizer, TagSettings())

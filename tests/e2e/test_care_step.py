@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 
-from care_verl.adapter.care_settings import DEFAULT_CUE
+from care_verl.adapter.step.care_settings import DEFAULT_CUE
 from care_verl.core import Role
 from row_checks import check_step1_embeddings, ids, load_rows, load_tokenizer, logprob_max_abs_diff, think_pools
 

@@ -22,8 +22,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from care_verl.adapter.care_settings import care_settings_from_dict
-from care_verl.adapter.trainer import pad_rows_to_multiple
+from care_verl.adapter.step.care_settings import care_settings_from_dict
+from care_verl.adapter.step.trainer import pad_rows_to_multiple
 from care_verl.core import Role, care_advantages, extract_spans, rescue_anchor_score
 from run_helpers import MIXED_GROUPS_REWARD, run_main
 from row_checks import (
@@ -129,7 +129,7 @@ def _masks(rows: dict) -> list[torch.Tensor]:
 
 
 def _spans(rows: dict, tokenizer):
-    from care_verl.adapter.trainer import build_span_tags
+    from care_verl.adapter.step.trainer import build_span_tags
 
     width = max(response_len(rows, i) for i in range(BATCH_ROWS))
     responses = torch.stack([F.pad(torch.tensor(ids(rows["responses"][i])), (0, width - response_len(rows, i)))

@@ -58,7 +58,7 @@ def test_overrides_compose_with_the_real_config(tmp_path, runtime):
     """Every seed key exists in verl 0.9.1's config, and the cluster overrides clear ray.init's resources."""
     from omegaconf import OmegaConf
 
-    from care_verl.adapter.main import compose_config
+    from care_verl.adapter.entry.main import compose_config
 
     argv = training_argv("tiny_cpu", tmp_path, seed=11, nnodes=2, gpus_per_node=1, cluster=True, environ={}) + [runtime]
     config = compose_config(argv)
@@ -78,7 +78,7 @@ def test_overrides_compose_with_the_real_config(tmp_path, runtime):
 def test_a_missing_seed_key_fails_loudly(tmp_path):
     from hydra.errors import ConfigCompositionException
 
-    from care_verl.adapter.main import compose_config
+    from care_verl.adapter.entry.main import compose_config
 
     argv = training_argv("tiny_cpu", tmp_path, seed=1) + seed_overrides(1, keys=["care.no_such_seed"])
     with pytest.raises(ConfigCompositionException):

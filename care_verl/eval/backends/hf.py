@@ -1,6 +1,6 @@
 """`HFBackend`: batched greedy generation with transformers (CPU, or one GPU).
 
-Batching follows our hf rollout (`care_verl.adapter.hf_rollout`): left padding, the model's
+Batching follows our hf rollout (`care_verl.adapter.rollout.hf_rollout`): left padding, the model's
 image processor for pixel values, ``mm_token_type_ids`` passed to ``generate`` (without them
 Qwen2.5-VL generation silently falls back to 1-D text positions instead of M-RoPE), and the
 vision special tokens suppressed. Here the processor does the tokenising and image-token

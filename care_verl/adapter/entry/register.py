@@ -9,11 +9,11 @@ process may import verl more than once.
 
 from __future__ import annotations
 
-HF_ROLLOUT_ADAPTER = "care_verl.adapter.hf_rollout.HFServerAdapter"
+HF_ROLLOUT_ADAPTER = "care_verl.adapter.rollout.hf_rollout.HFServerAdapter"
 
 
 def _load_hf_replica():
-    from care_verl.adapter.hf_rollout import HFReplica
+    from care_verl.adapter.rollout.hf_rollout import HFReplica
 
     return HFReplica
 
@@ -24,22 +24,22 @@ def register_all() -> None:
     from verl.workers.rollout import base as rollout_base
     from verl.workers.rollout.replica import RolloutReplicaRegistry
 
-    from care_verl.adapter import patches
-    from care_verl.adapter.platform_cpu import PlatformCPU
+    from care_verl.adapter.runtime import patches
+    from care_verl.adapter.runtime.platform_cpu import PlatformCPU
 
     if PlatformRegistry.get("cpu") is not PlatformCPU:
         PlatformRegistry.register("cpu")(PlatformCPU)
     rollout_base._ROLLOUT_REGISTRY[("hf", "async")] = HF_ROLLOUT_ADAPTER
     RolloutReplicaRegistry.register("hf", _load_hf_replica)
     patches.apply_all()
-    from care_verl.adapter.length_filter import patch_overlong_filter_report
+    from care_verl.adapter.runtime.length_filter import patch_overlong_filter_report
 
     patch_overlong_filter_report()
-    from care_verl.adapter.embeddings import register_embedding_engines
+    from care_verl.adapter.step.embeddings import register_embedding_engines
 
     register_embedding_engines()
     _register_care_estimator()
-    import care_verl.adapter.trainer  # noqa: F401  (registers trainer.v1.trainer_mode=care_sync)
+    import care_verl.adapter.step.trainer  # noqa: F401  (registers trainer.v1.trainer_mode=care_sync)
 
 
 def _care_estimator_outside_care_trainer(*args, **kwargs):

@@ -94,12 +94,12 @@ def prepare_config(config: DictConfig) -> DictConfig:
         for key in ("train_files", "val_files"):
             config.data[key] = _resolve_files(config.data.get(key), data_cache)
         if config.algorithm.adv_estimator == "care":
-            from care_verl.adapter.trainer_mode import CARE_TRAINER_MODE
+            from care_verl.adapter.step.trainer_mode import CARE_TRAINER_MODE
 
             # CARE's steps live in care_verl's v1 trainer; the estimator name selects it.
             if config.trainer.v1.trainer_mode == "sync":
                 config.trainer.v1.trainer_mode = CARE_TRAINER_MODE
-        from care_verl.adapter.rollout_config import apply_rollout_settings
+        from care_verl.adapter.rollout.rollout_config import apply_rollout_settings
 
         apply_rollout_settings(config)  # care.rollout.*: the cached multimodal agent loop by default
         if "run" in config and config.run.get("dir"):

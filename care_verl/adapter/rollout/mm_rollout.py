@@ -12,7 +12,7 @@ Here (all through extension points verl has, no patch):
 
 - :class:`CachedSingleTurnAgentLoop` (``@register("care_single_turn_agent")``, selected with
   ``rollout.agent.default_agent_loop``) builds each prompt once per worker: the G rollouts of a
-  prompt share the first one's prompt ids and processor features (:mod:`care_verl.adapter.mm_cache`);
+  prompt share the first one's prompt ids and processor features (:mod:`care_verl.adapter.rollout.mm_cache`);
 - :class:`CachedAgentLoopWorkerTQ` (made by :class:`CachedAgentLoopManagerTQ`, selected with
   ``rollout.agent.agent_loop_manager_class``) answers ``_compute_multi_modal_inputs`` from the
   captured features, keyed by image content and processor kwargs; on a miss it runs the
@@ -33,9 +33,9 @@ from verl.utils.tokenizer import get_processor_token_id
 from verl.experimental.agent_loop.single_turn_agent_loop import SingleTurnAgentLoop
 from verl.trainer.ppo.v1.agent_loop_tq import AgentLoopManagerTQ, AgentLoopWorkerTQ
 
-from care_verl.adapter import mm_cache
-from care_verl.adapter.mm_cache import media_features, media_key, prompt_key
-from care_verl.adapter.rollout_config import AGENT_NAME, MANAGER_FQN  # noqa: F401  (re-exported)
+from care_verl.adapter.rollout import mm_cache
+from care_verl.adapter.rollout.mm_cache import media_features, media_key, prompt_key
+from care_verl.adapter.rollout.rollout_config import AGENT_NAME, MANAGER_FQN  # noqa: F401  (re-exported)
 
 DEFAULT_MAX_ENTRIES = 256
 DEFAULT_MAX_MB = 1024

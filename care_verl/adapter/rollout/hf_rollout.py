@@ -35,7 +35,7 @@ from verl.workers.rollout.replica import RolloutReplica, TokenOutput
 logger = logging.getLogger(__name__)
 
 from care_verl.models.special_tokens import eos_token_ids, suppressed_token_ids
-from care_verl.adapter.faults import REQUEST_ID_KWARG, rollout_server_faults
+from care_verl.adapter.tools.faults import REQUEST_ID_KWARG, rollout_server_faults
 
 
 def server_actor_name(replica_rank: int) -> str:

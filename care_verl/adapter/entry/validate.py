@@ -219,8 +219,8 @@ def validate_startup(config: DictConfig) -> None:
 
 
 def _check_care(config: DictConfig) -> None:
-    from care_verl.adapter.care_settings import care_settings_from_config
-    from care_verl.adapter.trainer_mode import CARE_TRAINER_MODE
+    from care_verl.adapter.step.care_settings import care_settings_from_config
+    from care_verl.adapter.step.trainer_mode import CARE_TRAINER_MODE
 
     try:
         care_settings_from_config(config)

@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 import torch
 import transfer_queue as tq
 
-from care_verl.adapter import faults
-from care_verl.adapter.faults import RGR_REQUEST_PREFIX
+from care_verl.adapter.tools import faults
+from care_verl.adapter.tools.faults import RGR_REQUEST_PREFIX
 from care_verl.reflection import RepairPlan, choose_sources, extend_positions, plan_repairs, repaired_response
 
 logger = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ def _item(value, i):
 
 
 class RgrRunner:
-    """Runs RGR for a trainer (a :class:`care_verl.adapter.trainer.CarePPOTrainer`)."""
+    """Runs RGR for a trainer (a :class:`care_verl.adapter.step.trainer.CarePPOTrainer`)."""
 
     def __init__(self, trainer, settings, span_tags):
         self.trainer = trainer

@@ -23,7 +23,7 @@ import dataclasses
 from pathlib import Path
 from typing import Iterator
 
-from care_verl.adapter.validate import ConfigError
+from care_verl.adapter.entry.validate import ConfigError
 
 UNSUPPORTED = ("config_path", "config_name", "config_dir", "shell_completion", "experimental_rerun")
 
@@ -105,7 +105,7 @@ def hydra_help(config_dir: Path, argv_overrides: list[str]) -> None:
 
 def care_keys() -> Iterator[tuple[str, str, str]]:
     """``(care.key, default, help text)`` for every field of :class:`CareSettings`, nested ones flattened."""
-    from care_verl.adapter.care_settings import CareSettings
+    from care_verl.adapter.step.care_settings import CareSettings
 
     def walk(cls, prefix: str):
         for f in dataclasses.fields(cls):

@@ -1,14 +1,14 @@
 """``python -m care_verl.main [+recipe=NAME] [key=value ...]``: compose, check, and run.
 
 Hydra's flags (``--cfg``, ``--resolve``, ``--help``, ``--info``, ``-m``) are handled by
-:mod:`care_verl.adapter.cli` and :mod:`care_verl.sweep`.
+:mod:`care_verl.adapter.entry.cli` and :mod:`care_verl.sweep`.
 
 Composition order (later wins): verl's ``ppo_trainer`` config -> ``hydra_configs/care_trainer.yaml``
 -> ``runtime/{gpu,cpu}`` (cpu chosen automatically when no accelerator is present) ->
 ``recipes/NAME.yaml`` -> the command line.
 
-Then: tiny models / synthetic data are resolved (:mod:`care_verl.adapter.prepare`), the config is
-checked before Ray starts (:mod:`care_verl.adapter.validate`), and verl's trainer runs.
+Then: tiny models / synthetic data are resolved (:mod:`care_verl.adapter.entry.prepare`), the config is
+checked before Ray starts (:mod:`care_verl.adapter.entry.validate`), and verl's trainer runs.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from care_verl.adapter.validate import ConfigError
+from care_verl.adapter.entry.validate import ConfigError
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 HYDRA_CONFIG_DIR = Path(os.environ.get("CARE_VERL_HYDRA_CONFIGS", REPO_ROOT / "hydra_configs"))
 
 
@@ -71,7 +71,7 @@ def configure_environment(config: DictConfig) -> None:
         # only the CPU runtime; an explicit runtime=gpu from a GPU-less head must not turn workers to CPU
         os.environ.setdefault("VERL_PLATFORM", "cpu")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from care_verl.adapter.trackers import choose_wandb_mode
+    from care_verl.adapter.entry.trackers import choose_wandb_mode
 
     notice = choose_wandb_mode(config.trainer.logger)  # online when logged in, else offline
     if notice:
@@ -97,8 +97,8 @@ def build_config(argv: list[str]) -> DictConfig:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from care_verl.adapter.prepare import prepare_config
-    from care_verl.adapter.validate import validate_startup, validate_with_verl
+    from care_verl.adapter.entry.prepare import prepare_config
+    from care_verl.adapter.entry.validate import validate_startup, validate_with_verl
 
     try:
         config = compose_config(argv)
@@ -112,7 +112,7 @@ def build_config(argv: list[str]) -> DictConfig:
 
 def run(config: DictConfig) -> None:
     """Start Ray and run verl's trainer with ``config``."""
-    from care_verl.adapter.register import check_registered
+    from care_verl.adapter.entry.register import check_registered
 
     check_registered()
     from verl.trainer.main_ppo import TaskRunnerV1, run_ppo
@@ -127,7 +127,7 @@ def run(config: DictConfig) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    from care_verl.adapter import cli
+    from care_verl.adapter.entry import cli
 
     try:
         args = cli.parse_args(argv)
@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
               f"under {config.run.dir}/checkpoints (trainer.resume_mode=auto); the worker's own log is in "
               f"the Ray session logs (/tmp/ray/session_latest/logs).", file=sys.stderr)
         return 3
-    from care_verl.adapter.trackers import where_outputs
+    from care_verl.adapter.entry.trackers import where_outputs
 
     print(f"care_verl: run finished.\n{where_outputs(config)}")
     return 0

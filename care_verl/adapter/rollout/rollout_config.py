@@ -2,7 +2,7 @@
 
 With ``care.rollout.mm_cache=true`` (the default) verl runs care_verl's cached single-turn agent
 loop (``rollout.agent.default_agent_loop``) in workers made by care_verl's manager
-(``rollout.agent.agent_loop_manager_class``), see :mod:`care_verl.adapter.mm_rollout`. A run that
+(``rollout.agent.agent_loop_manager_class``), see :mod:`care_verl.adapter.rollout.mm_rollout`. A run that
 already names its own agent loop or manager keeps it. ``false`` leaves verl's stock path.
 """
 
@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from care_verl.adapter.care_settings import RolloutSettings, rollout_settings_from_dict
+from care_verl.adapter.step.care_settings import RolloutSettings, rollout_settings_from_dict
 
-AGENT_NAME = "care_single_turn_agent"  # registered in care_verl.adapter.mm_rollout
-MANAGER_FQN = "care_verl.adapter.mm_rollout.CachedAgentLoopManagerTQ"
+AGENT_NAME = "care_single_turn_agent"  # registered in care_verl.adapter.rollout.mm_rollout
+MANAGER_FQN = "care_verl.adapter.rollout.mm_rollout.CachedAgentLoopManagerTQ"
 STOCK_AGENT = "single_turn_agent"
 
 

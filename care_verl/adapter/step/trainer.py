@@ -6,9 +6,9 @@ Registered as ``trainer.v1.trainer_mode=care_sync`` (selected automatically by
 - ``_compute_old_log_prob``: before verl's call, writes each row's pooling weights (its think
   span, or the whole response when there is none) next to the batch in TransferQueue and flags
   the batch, so the actor's old-log-prob forward also returns reasoning embeddings
-  (:mod:`care_verl.adapter.embeddings`). No extra forward pass.
+  (:mod:`care_verl.adapter.step.embeddings`). No extra forward pass.
 - ``_compute_advantage``: CARE subgroups and advantages from :mod:`care_verl.core` (correctness
-  from the verifier's ``acc``), RGR (:mod:`care_verl.adapter.rgr`), region-weighted token
+  from the verifier's ``acc``), RGR (:mod:`care_verl.adapter.step.rgr`), region-weighted token
   advantages, and CARE metrics. Everything else (rollout, reward, ref, update, weight sync,
   validation, checkpoints) is verl's own code.
 """
@@ -30,9 +30,9 @@ from verl.trainer.ppo.v1.trainer_base import register_trainer
 from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
 from verl.workers.utils.padding import response_to_nested
 
-from care_verl.adapter.care_settings import care_settings_from_config
-from care_verl.adapter import row_dump
-from care_verl.adapter.embeddings import EMBED_FLAG, EMBED_KEY, POOL_FIELD, check_embeddings
+from care_verl.adapter.step.care_settings import care_settings_from_config
+from care_verl.adapter.step import row_dump
+from care_verl.adapter.step.embeddings import EMBED_FLAG, EMBED_KEY, POOL_FIELD, check_embeddings
 from care_verl.core import (
     SpanTags,
     care_advantages,
@@ -43,7 +43,7 @@ from care_verl.core import (
     tag_tokens,
 )
 
-from care_verl.adapter.trainer_mode import CARE_TRAINER_MODE as TRAINER_MODE
+from care_verl.adapter.step.trainer_mode import CARE_TRAINER_MODE as TRAINER_MODE
 
 
 def build_span_tags(tokenizer, tags) -> SpanTags:
@@ -144,7 +144,7 @@ class CarePPOTrainer(PPOTrainerSync):
     @property
     def rgr(self):
         if self._rgr is None:
-            from care_verl.adapter.rgr import RgrRunner
+            from care_verl.adapter.step.rgr import RgrRunner
 
             self._rgr = RgrRunner(self, self.care.rgr, self.span_tags)
         return self._rgr
@@ -262,7 +262,7 @@ class CarePPOTrainer(PPOTrainerSync):
             outcome = self.rgr.run(batch, subgroups, index, correct)
             metrics.update(outcome.metrics)
             if outcome.examples:
-                from care_verl.adapter.trackers import log_rgr_examples
+                from care_verl.adapter.entry.trackers import log_rgr_examples
 
                 log_rgr_examples(self.config, outcome.examples, self.global_steps)
             if outcome.replaced_rows:

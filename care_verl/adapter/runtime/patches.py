@@ -1,7 +1,7 @@
 """Narrow fixes for verl 0.9.1 (and torch) behaviour that breaks runs on CPU or with Qwen-VL inputs.
 
 Each patch is idempotent, names the file and line it works around, and has a test in
-``tests/adapter/test_patches.py``. They are applied from ``care_verl.adapter.register`` in every
+``tests/adapter/test_patches.py``. They are applied from ``care_verl.adapter.entry.register`` in every
 process that imports verl (driver, TaskRunner, Ray workers).
 """
 
@@ -152,7 +152,7 @@ def patch_file_logger_append() -> None:
     verl/utils/tracking.py:541 opens the metrics file with ``"wb"``, so a run resumed from a
     checkpoint erases the history of the steps before it. Appending keeps every attempt; a step
     logged twice (after a crash between checkpoint and kill) is resolved by readers taking the
-    last line of each step (see ``care_verl.adapter.metrics.read_metrics``).
+    last line of each step (see ``care_verl.adapter.tools.metrics.read_metrics``).
     """
     if not _once("file_logger_append"):
         return

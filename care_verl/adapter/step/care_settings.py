@@ -65,7 +65,7 @@ class RgrSettings:
 
 @dataclass(frozen=True)
 class RolloutSettings:
-    """How rollouts are built (care_verl/adapter/mm_rollout.py); applies to every recipe, not only CARE."""
+    """How rollouts are built (care_verl/adapter/rollout/mm_rollout.py); applies to every recipe, not only CARE."""
 
     mm_cache: bool = field(default=True, metadata=_help("One HF processor pass per prompt (cached per worker); "
                                                          "false: verl's stock agent loop (two passes per rollout)."))
