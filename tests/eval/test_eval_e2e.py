@@ -42,6 +42,7 @@ def test_cli_end_to_end_from_checkpoint(fsdp_checkpoint, convert_dir, bench_file
         # A random model's text parses to nothing: wrong and unparseable, never guessed right.
         assert result["correct"] == sum(r["correct"] for r in records)
         assert result["unparseable"] == sum(not r["parse_ok"] for r in records)
+        assert not any(r["correct"] for r in records if not r["parse_ok"])  # no guessing on unparseable text
         for record in records:
             assert record["prompt"].count("<|image_pad|>") >= record["n_images"]  # vision tokens rendered
             assert record["prompt"].endswith("<|im_start|>assistant\n")

@@ -176,3 +176,18 @@ def test_mathvision_testmini_fills_the_column_when_alone(bench_files, tmp_path):
     assert report.table.splitlines()[2] == "| s | – | – | 33.3 | – | – | – | 33.33 |"
     assert "MATH-Vision: testmini split." in report.table
     assert Path(tmp_path / "mathvision_testmini.jsonl").is_file()
+
+
+def test_verifier_timeout_is_wrong_and_counted_in_results(bench_files, tmp_path):
+    """docs/eval.md: a math answer the verifier cannot finish is wrong and counted in results.json."""
+    script = {("mathverse", "6"): answer("10^{10^{10}}"), ("mathverse", "1"): answer("140°")}
+    cfg = EvalConfig(model="scripted", benchmarks=["mathverse"], data={"mathverse": bench_files["mathverse"]},
+                     output_dir=str(tmp_path), label="scripted", verifier_timeout_s=1.0)
+    report = run_eval(cfg, backend=ScriptedBackend(script, default="no idea"))
+    (result,) = report.results
+    assert result.verifier_timeouts == 1 and result.correct == 1  # the 140° item still scores
+    summary = json.loads((tmp_path / "results.json").read_text())
+    (saved,) = summary["results"]
+    assert saved["verifier_timeouts"] == 1
+    records = {r["id"]: r for r in map(json.loads, (tmp_path / "mathverse.jsonl").read_text().splitlines())}
+    assert records["6"]["verifier_timeout"] and not records["6"]["correct"] and records["6"]["parse_ok"]
