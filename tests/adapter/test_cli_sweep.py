@@ -8,6 +8,7 @@ explicitly (no network here); everything else is the real loop.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -35,7 +36,8 @@ def sweep_command(sweep_dir: Path) -> list[str]:
 
 
 def run_sweep(sweep_dir: Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ, WANDB_MODE="offline")
+    # WANDB_DATA_DIR: wandb stages the tables' artifacts (their images) here until `wandb sync`
+    env = dict(os.environ, WANDB_MODE="offline", WANDB_DATA_DIR=str(sweep_dir / "wandb_data"))
     proc = subprocess.run(sweep_command(sweep_dir), cwd=REPO, capture_output=True, text=True, timeout=900, env=env)
     (sweep_dir / f"stdout{len(list(sweep_dir.glob('stdout*')))}.log").write_text(proc.stdout + "\n" + proc.stderr)
     return proc
@@ -64,6 +66,13 @@ def test_two_runs_in_dirs_named_by_their_overrides_and_a_summary(sweep):
     assert "sweep summary" in proc.stdout
 
 
+def _json_or_none(path: Path):
+    try:
+        return json.loads(path.read_bytes())
+    except (UnicodeDecodeError, ValueError):
+        return None
+
+
 def test_wandb_offline_notice_and_files_hold_the_sample_tables(sweep):
     proc, sweep_dir = sweep
     assert "care_verl: wandb mode offline (WANDB_MODE is set)" in proc.stdout
@@ -71,22 +80,34 @@ def test_wandb_offline_notice_and_files_hold_the_sample_tables(sweep):
     offline = list((run_dir / "wandb").glob("offline-run-*"))
     assert len(offline) == 1
     tables = {p.name.split("_")[0]: json.loads(p.read_text()) for p in offline[0].rglob("*.table.json")}
-    val = tables["generations"]  # verl's val/generations table: step, input/output/score per sample
-    assert val["columns"][:4] == ["step", "input_1", "output_1", "score_1"] and len(val["columns"]) == 1 + 3 * 3
+    val = tables["generations"]  # verl's val/generations table: step, input/output/score + image per sample
+    assert val["columns"][:5] == ["step", "input_1", "output_1", "score_1", "image_1"]
+    assert len(val["columns"]) == 1 + 4 * 3
     assert val["data"] and val["data"][0][0] == 1
+    assert all(row[4 + 4 * i] == "Image" for row in val["data"] for i in range(3))  # wandb's media placeholder
+    # The images themselves travel in the table's artifact, staged for upload: each cell is a PNG file.
+    staged = [p for p in (sweep_dir / "wandb_data" / "artifacts" / "staging").iterdir() if p.is_file()]
+    digests = {hashlib.sha256(p.read_bytes()).hexdigest() for p in staged}
+    staged_tables = [t for t in map(_json_or_none, staged) if isinstance(t, dict) and "image_1" in t.get("columns", [])]
+    assert staged_tables
+    for table in staged_tables:
+        for row in table["data"]:
+            cells = [row[4 + 4 * i] for i in range(3)]
+            assert all(c["_type"] == "image-file" and c["sha256"] in digests for c in cells), cells
     rgr = tables["examples"]  # our rgr/examples table
     assert rgr["columns"] == ["step", "row", "failed response", "repaired response", "verdict", "score"]
     assert rgr["data"] and all(r[4] in ("correct", "still wrong") for r in rgr["data"])
 
 
-def test_tensorboard_has_the_sample_tables_as_text(sweep):
+def test_tensorboard_has_the_sample_tables_as_text_and_thumbnails(sweep):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     _, sweep_dir = sweep
-    acc = EventAccumulator(str(sweep_dir / POINTS[1] / "tensorboard"), size_guidance={"tensors": 0})
+    acc = EventAccumulator(str(sweep_dir / POINTS[1] / "tensorboard"), size_guidance={"tensors": 0, "images": 0})
     acc.Reload()
     tags = set(acc.Tags()["tensors"])
     assert {"val/generations/text_summary", "rgr/examples/text_summary"} <= tags
+    assert {f"val/generations/image_{i}" for i in (1, 2, 3)} <= set(acc.Tags()["images"])  # prompt thumbnails
     text = acc.Tensors("rgr/examples/text_summary")[0].tensor_proto.string_val[0].decode()
     assert "failed:" in text and "repaired:" in text
 

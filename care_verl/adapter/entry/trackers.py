@@ -109,3 +109,145 @@ def _tensorboard_writer(log_dir: str):
         os.makedirs(log_dir, exist_ok=True)
         _tensorboard_writers[log_dir] = SummaryWriter(log_dir=log_dir)
     return _tensorboard_writers[log_dir]
+
+
+# ---- validation sample table with the prompt image -------------------------------------------
+#: Longest side of a prompt thumbnail in the validation table (pixels).
+THUMBNAIL_PX = 96
+
+
+def wants_val_thumbnails(config) -> bool:
+    """True when verl logs validation samples (``trainer.log_val_generations``) to wandb or tensorboard."""
+    loggers = set(config.trainer.logger or [])
+    return bool(config.trainer.get("log_val_generations", 0)) and bool(loggers & {"wandb", "tensorboard"})
+
+
+def first_image(messages):
+    """The first image in a chat prompt (verl's ``raw_prompt``): a PIL image, a path, or None."""
+    for message in messages if messages is not None else []:
+        content = message.get("content") if isinstance(message, dict) else None
+        for part in content if isinstance(content, list | tuple) else []:
+            if isinstance(part, dict) and part.get("type") == "image":
+                image = part.get("image")
+                if image is None and part.get("bytes") is not None:
+                    image = part["bytes"]
+                return image
+    return None
+
+
+def thumbnail(image, size: int = THUMBNAIL_PX):
+    """``image`` (PIL, path or encoded bytes) as an RGB uint8 array [h, w, 3], longest side <= ``size``."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    if isinstance(image, bytes | bytearray):
+        image = Image.open(io.BytesIO(image))
+    elif isinstance(image, str | os.PathLike):
+        image = Image.open(image)
+    image = image.convert("RGB")
+    image.thumbnail((size, size))
+    return np.asarray(image, dtype=np.uint8)
+
+
+def images_by_uid(batches: list[dict]) -> dict[str, object]:
+    """uid -> first prompt image of that row, from the validation batches verl assigned uids to."""
+    images = {}
+    for batch in batches:
+        for uid, messages in zip(batch.get("uid", []), batch.get("raw_prompt", []), strict=False):
+            images[str(uid)] = first_image(messages)
+    return images
+
+
+class PromptText(str):
+    """A decoded prompt that carries its row's image through verl's sample selection (sort + shuffle)."""
+
+    image = None
+
+    def __new__(cls, text: str, image):
+        obj = super().__new__(cls, text)
+        obj.image = image
+        return obj
+
+
+class ThumbnailGenerationsLogger:
+    """verl's ``ValidationGenerationsLogger`` plus the prompt image of each sample.
+
+    wandb: ``val/generations`` keeps verl's layout (one row per validation: step, then input/output/
+    score per sample) with an ``image_i`` thumbnail after each sample's score. tensorboard: verl's
+    text entry, plus one image summary ``val/generations/image_i`` per sample. Other loggers: verl's.
+    """
+
+    def __init__(self, verl_logger, tensorboard_dir: str):
+        self.verl_logger = verl_logger
+        self.tensorboard_dir = tensorboard_dir
+        self.rows: list[list] = []  # wandb rows so far (verl re-logs the whole table each time too)
+
+    def log(self, loggers, samples, step):
+        loggers = list(loggers)
+        plain = [(str(s[0]), *s[1:]) for s in samples]
+        self.verl_logger.log([name for name in loggers if name != "wandb"], plain, step)
+        thumbs = [None if getattr(s[0], "image", None) is None else thumbnail(s[0].image) for s in samples]
+        if "wandb" in loggers:
+            import wandb
+
+            columns = ["step"] + [f"{c}_{i + 1}" for i in range(len(samples)) for c in ("input", "output", "score", "image")]
+            row = [step]
+            for (text, output, score), thumb in zip(plain, thumbs, strict=True):
+                row += [text, output, score, None if thumb is None else wandb.Image(thumb)]
+            self.rows.append(row)
+            if wandb.run is not None:
+                wandb.log({"val/generations": wandb.Table(columns=columns, data=self.rows)}, step=step)
+        if "tensorboard" in loggers and any(t is not None for t in thumbs):
+            writer = _tensorboard_writer(self.tensorboard_dir)
+            for i, thumb in enumerate(thumbs):
+                if thumb is not None:
+                    writer.add_image(f"val/generations/image_{i + 1}", thumb, step, dataformats="HWC")
+            writer.flush()
+
+
+def validate_with_thumbnails(trainer, validate):
+    """Run verl's ``_validate`` (``validate``) so that its sample table also gets each prompt's image.
+
+    verl picks the logged samples from decoded prompt texts alone (trainer_base.py:1205); the rows'
+    uids, which lead back to their images, reach only ``_val_metrics_update`` (:1197). So this records
+    the validation batches and that uid list during ``validate``, holds back verl's table call until
+    then, and makes it afterwards with prompts that carry their image.
+    """
+    batches, held = [], {}
+    loader = trainer.val_dataloader
+
+    def recording_loader():
+        for batch in loader:
+            batches.append(batch)  # verl adds the "uid" column to this same dict right after
+            yield batch
+
+    def hold_table(inputs, outputs, scores):
+        held.update(inputs=inputs, outputs=outputs, scores=scores)
+
+    metrics_update = trainer._val_metrics_update
+
+    def record_uids(data_sources, sample_uids, *args, **kwargs):
+        held["uids"] = list(sample_uids)
+        return metrics_update(data_sources, sample_uids, *args, **kwargs)
+
+    trainer.val_dataloader = recording_loader()
+    trainer._maybe_log_val_generations = hold_table
+    trainer._val_metrics_update = record_uids
+    try:
+        metrics = validate(trainer)
+    finally:
+        trainer.val_dataloader = loader
+        del trainer._maybe_log_val_generations, trainer._val_metrics_update
+    if "inputs" in held:
+        images = images_by_uid(batches)
+        uids = held.get("uids") or [None] * len(held["inputs"])
+        inputs = [PromptText(text, images.get(str(uid))) for text, uid in zip(held["inputs"], uids, strict=True)]
+        verl_logger = trainer.validation_generations_logger
+        if not isinstance(verl_logger, ThumbnailGenerationsLogger):
+            run_dir = trainer.config.get("run", {}).get("dir") if hasattr(trainer.config, "get") else None
+            tb_dir = os.environ.get("TENSORBOARD_DIR") or str(Path(run_dir or ".") / "tensorboard")
+            trainer.validation_generations_logger = ThumbnailGenerationsLogger(verl_logger, tb_dir)
+        trainer._maybe_log_val_generations(inputs, held["outputs"], held["scores"])
+    return metrics

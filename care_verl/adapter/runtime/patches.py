@@ -230,6 +230,38 @@ def patch_replay_buffer_poll_interval() -> None:
     ReplayBuffer.__init__ = __init__
 
 
+def patch_val_generations_thumbnails() -> None:
+    """Add each prompt's image to verl's validation sample table (wandb, tensorboard).
+
+    verl/trainer/ppo/v1/trainer_base.py:1162 passes only decoded texts and scores to
+    ``_maybe_log_val_generations`` (:1205), so verl's table (verl/utils/tracking.py:664) cannot show
+    the image; no hook passes it. When ``trainer.log_val_generations`` is on and wandb or tensorboard
+    logs, ``_validate`` runs through :func:`care_verl.adapter.entry.trackers.validate_with_thumbnails`;
+    otherwise (console/file runs) verl's ``_validate`` runs untouched.
+    """
+    if not _once("val_generations_thumbnails"):
+        return
+    from verl.trainer.ppo.v1.trainer_base import PPOTrainer
+
+    original = PPOTrainer._validate
+    if getattr(original, "__care_verl_patched__", False):
+        return
+
+    @functools.wraps(original)
+    def _validate(self):
+        from care_verl.adapter.entry.trackers import (
+            validate_with_thumbnails,
+            wants_val_thumbnails,
+        )
+
+        if not wants_val_thumbnails(self.config):
+            return original(self)
+        return validate_with_thumbnails(self, original)
+
+    _validate.__care_verl_patched__ = True
+    PPOTrainer._validate = _validate
+
+
 def apply_all() -> None:
     """Apply every patch (idempotent). CPU-only patches check for an accelerator themselves."""
     patch_init_process_group()
@@ -237,5 +269,6 @@ def apply_all() -> None:
     patch_file_logger_append()
     patch_agent_loop_step_metrics()
     patch_replay_buffer_poll_interval()
+    patch_val_generations_thumbnails()
     register_cpu_engines()
     patch_fsdp2_offload_no_pin()
