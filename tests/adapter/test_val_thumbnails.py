@@ -135,6 +135,7 @@ def test_wandb_table_rows_carry_an_image_per_sample(tmp_path, monkeypatch):
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_DATA_DIR", str(tmp_path / "wandb_data"))  # stage artifacts here, not in ~
     run = wandb.init(project="t", dir=str(tmp_path))
     try:
         logged = {}
