@@ -105,7 +105,9 @@ class StandInTrainer:
         return self._val_metrics_update(["d"] * 2, uids)
 
 
-def test_each_logged_sample_gets_its_own_image(tmp_path):
+def test_each_logged_sample_gets_its_own_image(tmp_path, monkeypatch):
+    # an in-process main() of another test may have set TENSORBOARD_DIR for this process
+    monkeypatch.setenv("TENSORBOARD_DIR", str(tmp_path / "tensorboard"))
     loggers = ["console", "tensorboard"]
     trainer = StandInTrainer(tmp_path, loggers)
     metrics = validate_with_thumbnails(trainer, StandInTrainer.validate)
