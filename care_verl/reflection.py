@@ -87,8 +87,17 @@ def is_unclosed(response: list[int], close_variants: tuple[tuple[int, ...], ...]
     return _first_hit(response, close_variants) < 0
 
 
+def content_key(*parts) -> int:
+    """A stable 63-bit key of token lists / ints / strings: the same content gives the same key in
+    every process and launch (unlike ``hash``, which Python salts per process)."""
+    import hashlib
+
+    return int.from_bytes(hashlib.blake2b(repr(parts).encode(), digest_size=8).digest(), "little") >> 1
+
+
 def choose_sources(
-    targets: torch.Tensor, index: torch.Tensor, correct: torch.Tensor, mode: str, generator: torch.Generator
+    targets: torch.Tensor, index: torch.Tensor, correct: torch.Tensor, mode: str, seed: int,
+    row_keys: list[int] | None = None,
 ) -> torch.Tensor:
     """Row whose reasoning each RGR target reuses.
 
@@ -96,15 +105,22 @@ def choose_sources(
         targets: LongTensor[E], the first hard negative of each eligible group.
         index: LongTensor[B] group ids. correct: BoolTensor[B].
         mode: ``random`` picks a uniform failure of the target's group; other modes reuse the target.
+        seed: the draw's seed (the run's seed and step).
+        row_keys: B content keys (`content_key` of each row's prompt and response). The draw
+            depends on these, not on the rows' positions: verl does not fix the order of rows
+            across launches, and a resumed step must draw the same failure. Rows with equal keys
+            hold the same tokens, so either is the same draw. Default: positions.
     Returns:
         LongTensor[E].
     """
     if mode != "random":
         return targets.clone()
+    keys = list(range(len(index))) if row_keys is None else list(row_keys)
     sources = []
     for row in targets.tolist():  # one draw per eligible group (E is small: one per prompt)
-        pool = ((index == index[row]) & ~correct).nonzero().flatten()
-        sources.append(int(pool[torch.randint(len(pool), (1,), generator=generator)]))
+        pool = sorted(((index == index[row]) & ~correct).nonzero().flatten().tolist(), key=lambda r: keys[r])
+        generator = torch.Generator().manual_seed(content_key(seed, keys[row]))
+        sources.append(pool[int(torch.randint(len(pool), (1,), generator=generator))])
     return torch.tensor(sources, dtype=torch.long)
 
 

@@ -130,32 +130,45 @@ def test_resumed_step_reproduces_the_uninterrupted_one(runs):
         assert _close(first["data"][key], again["data"][key], rel=5e-3), (key, first["data"][key], again["data"][key])
 
 
+def _row_keys(rows: dict) -> list[int]:
+    from care_verl.adapter.step.trainer import row_content_keys
+
+    return row_content_keys(rows["prompts"], rows["responses"])
+
+
 def _draws(rows_pre: dict, targets: list[int], step: int) -> dict[int, int]:
-    """RGR random mode's draws recomputed here: a generator seeded from care.seed (0) and the step."""
+    """RGR random mode's draws recomputed here: seeded from care.seed (0) and the step, keyed on content."""
     import numpy as np
     import torch
 
     from care_verl.reflection import choose_sources
 
     _, index = np.unique(np.asarray([str(u) for u in rows_pre["uid"]], dtype=object), return_inverse=True)
-    generator = torch.Generator().manual_seed(0 * 1_000_003 + step)
     sources = choose_sources(torch.tensor(targets), torch.as_tensor(index), torch.tensor(rows_pre["correct"]), "random",
-                             generator)
+                             0 * 1_000_003 + step, _row_keys(rows_pre))
     return dict(zip(targets, sources.tolist()))
+
+
+def _draws_by_content(run_dir, dump: str, step: int) -> set[tuple[int, int]]:
+    """Each (target, drawn failure) of a step as content keys: comparable across launches, whose
+    batches hold the same rows in another order."""
+    pre, post = load_rows(run_dir, step, "pre", subdir=dump), load_rows(run_dir, step, "post", subdir=dump)
+    keys = _row_keys(pre)
+    return {(keys[int(t)], keys[int(s)]) for t, s in post["sources"].items()}
 
 
 def test_rgr_random_draws_survive_the_resume(runs, metrics_of):
     """RGR ``random`` mode reuses a randomly drawn failure of the group. The draw carries no state
-    across steps (seeded from care.seed and the step), so the relaunch's step 3 draws exactly what a
-    fresh generator for step 3 draws on that batch, as did the killed launch's step 3. (The draws are
-    not compared row for row between launches: verl's agent loop does not fix the order of rows in a
-    batch across launches, measured here, and the draw follows the row order.)"""
+    across steps (seeded from care.seed and the step) and depends on the rows' content, not their
+    positions (verl's agent loop does not fix the order of rows in a batch across launches), so the
+    relaunch's step 3 draws exactly what the killed launch's step 3 drew, failure for failure."""
     straight, killed, _ = runs
     assert all(m["data"]["rgr/skipped_too_long"] == 0 for m in metrics_of(killed))  # every target was planned
     for dump in ("rows", RELAUNCH_DUMP):
         pre, post = load_rows(killed, 3, "pre", subdir=dump), load_rows(killed, 3, "post", subdir=dump)
         assert post["sources"], dump  # RGR ran at step 3
         assert post["sources"] == _draws(pre, sorted(post["sources"]), 3), dump
+    assert _draws_by_content(killed, "rows", 3) == _draws_by_content(killed, RELAUNCH_DUMP, 3)
     drawn = [load_rows(straight, step, "post")["sources"] for step in (1, 2, 3, 4)]
     assert any(int(src) != int(row) for d in drawn for row, src in d.items())  # random mode draws other rows
 

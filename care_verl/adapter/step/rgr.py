@@ -146,17 +146,17 @@ class RgrRunner:
         return needs
 
     # ---- the step -----------------------------------------------------------------------------
-    def run(self, batch, subgroups, index: torch.Tensor, correct: torch.Tensor) -> RgrOutcome:
+    def run(self, batch, subgroups, index: torch.Tensor, correct: torch.Tensor, row_keys: list[int]) -> RgrOutcome:
         outcome = RgrOutcome()
         m = outcome.metrics
         targets = subgroups.rgr_targets()
         m["rgr/eligible_groups"] = float(len(targets))
         if self.settings.mode == "off" or len(targets) == 0:
             return outcome
-        # Seeded per step, not carried across steps: nothing to lose on a resume (the draw still
-        # follows the batch's row order, which verl does not fix across launches).
-        generator = torch.Generator().manual_seed(self.trainer.care.advantage.seed * 1_000_003 + self.trainer.global_steps)
-        sources = choose_sources(targets, index, correct, self.settings.mode, generator)
+        # Seeded per step and keyed on row content, not position: a resumed step draws the same
+        # failures although verl does not fix the batch's row order across launches.
+        seed = self.trainer.care.advantage.seed * 1_000_003 + self.trainer.global_steps
+        sources = choose_sources(targets, index, correct, self.settings.mode, seed, row_keys)
         needed = sorted(set(targets.tolist()) | set(sources.tolist()))
         keys = [batch.keys[i] for i in needed]
         fields = ROW_FIELDS + (["rollout_log_probs"] if self.has_rollout_log_probs else [])

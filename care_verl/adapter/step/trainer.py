@@ -16,7 +16,6 @@ Registered as ``trainer.v1.trainer_mode=care_sync`` (selected automatically by
 from __future__ import annotations
 
 import json
-import math
 import time
 import zlib
 from typing import Any
@@ -33,6 +32,7 @@ from verl.workers.utils.padding import response_to_nested
 from care_verl.adapter.step.care_settings import care_settings_from_config
 from care_verl.adapter.step import row_dump
 from care_verl.adapter.step.embeddings import EMBED_FLAG, EMBED_KEY, POOL_FIELD, check_embeddings
+from care_verl.reflection import content_key
 from care_verl.core import (
     SpanTags,
     care_advantages,
@@ -72,6 +72,29 @@ def pad_rows_to_multiple(rows: list[int], batch_size: int, multiple: int) -> lis
     return list(rows) + [i for i in range(batch_size) if i not in chosen][:needed]
 
 
+def recompute_rows(rows: list[int], batch_size: int, ranks: int, micro: int | None) -> tuple[list[int], int | None]:
+    """The rows one log-prob call sends for RGR's replaced ``rows``, and the micro-batch size per rank
+    to send them with (``None``: the worker's configured one).
+
+    ``micro`` is the worker's configured ``log_prob_micro_batch_size_per_gpu`` (``None`` with dynamic
+    batch size: the rows only have to split over the ``ranks``). Each rank gets ``ceil(len(rows) /
+    ranks)`` rows in as few micro-batches as ``micro`` allows, each made as small as that count
+    permits (never above ``micro``); the rows are topped up with other distinct rows of the batch to
+    ``ranks x micro-batches x that size`` (verl asserts a rank's rows are a multiple of its micro-batch,
+    verl/workers/engine/utils.py:125). When that is no smaller than the batch, the whole batch goes
+    with the configured micro-batch, which divides it.
+    """
+    if micro is None:
+        return pad_rows_to_multiple(rows, batch_size, ranks), None
+    per_rank = -(-len(rows) // ranks)
+    chunks = -(-per_rank // micro)
+    size = -(-per_rank // chunks)
+    total = ranks * chunks * size
+    if total >= batch_size:
+        return list(range(batch_size)), None
+    return pad_rows_to_multiple(rows, batch_size, total), size
+
+
 def padded(nested: torch.Tensor, pad: float = 0) -> torch.Tensor:
     """A jagged nested tensor (or a plain tensor) as a right-padded dense tensor."""
     if getattr(nested, "is_nested", False):
@@ -82,6 +105,13 @@ def padded(nested: torch.Tensor, pad: float = 0) -> torch.Tensor:
 def as_list(value) -> list:
     """A TensorDict non-tensor entry (NonTensorStack or the list-like it unwraps to) as a list."""
     return value.tolist() if hasattr(value, "tolist") else list(value)
+
+
+def row_content_keys(prompts, responses) -> list[int]:
+    """Per-row `content_key` of (prompt ids, response ids): what RGR's random draw keys on, so a
+    resumed step that receives its rows in another order draws the same failures."""
+    rows = lambda t: [r.tolist() for r in (t.unbind() if getattr(t, "is_nested", False) else t)]
+    return [content_key(p, r) for p, r in zip(rows(prompts), rows(responses))]
 
 
 def group_index(uids) -> torch.Tensor:
@@ -180,7 +210,7 @@ class CarePPOTrainer(PPOTrainerSync):
 
     def _advantage_inputs(self, batch) -> dict:
         """Everything ``care_advantages`` needs, read from TransferQueue for ``batch``'s rows."""
-        fields = ["uid", "responses", "response_mask", "rm_scores", "old_log_probs", EMBED_KEY, "extra_fields",
+        fields = ["uid", "prompts", "responses", "response_mask", "rm_scores", "old_log_probs", EMBED_KEY, "extra_fields",
                   "extra_info"]
         data = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=fields)
         mask = padded(data["response_mask"]).float()
@@ -195,53 +225,90 @@ class CarePPOTrainer(PPOTrainerSync):
             "correct": verifier_accuracy(infos),
             "verifier_faults": verifier_fault_counts(infos),
             "index": group_index(as_list(data["uid"])),
+            "row_keys": row_content_keys(data["prompts"], data["responses"]),
             "old_lp_score": rescue_anchor_score(old_lp, mask, self.care.advantage.rescue_anchor),
             "embeddings": embeddings,
             "spans": self._response_spans(padded(data["responses"]), mask),
             "prompt_indices": sorted({int((e or {}).get("index", -1)) for e in as_list(data["extra_info"])}),
         }
 
-    def _recompute_batch_multiple(self) -> int:
-        """Rows a log-prob call must be a multiple of: dp size x micro-batch (unless dynamic bsz)."""
+    def _recompute_plan(self, ref: bool) -> tuple[int, int | None]:
+        """(ranks, configured micro-batch per rank or None with dynamic batch size) of the worker
+        that computes old (``ref=False``) or reference log-probs."""
         arr = self.config.actor_rollout_ref
-        dp = max(1, getattr(self.actor_rollout_wg, "world_size", 1))
-        if arr.actor.use_dynamic_bsz:
-            return dp
-        micro = [arr.rollout.log_prob_micro_batch_size_per_gpu or 1]
-        if self.use_reference_policy:
-            micro.append(arr.ref.log_prob_micro_batch_size_per_gpu or 1)
-        return dp * math.lcm(*micro)
+        on_actor = not ref or self.ref_in_actor
+        wg = self.actor_rollout_wg if on_actor else self.ref_policy_wg
+        ranks = max(1, getattr(wg, "world_size", 1))
+        if on_actor:
+            dynamic, micro = arr.actor.use_dynamic_bsz, arr.rollout.log_prob_micro_batch_size_per_gpu
+        else:
+            dynamic = arr.ref.get("log_prob_use_dynamic_bsz", arr.actor.use_dynamic_bsz)
+            micro = arr.ref.log_prob_micro_batch_size_per_gpu
+        return ranks, None if dynamic else (micro or 1)
+
+    def _log_prob_meta(self, batch, sent: list[int], micro: int | None, ref: bool):
+        """A KVBatchMeta of ``batch``'s rows ``sent`` for one old (or reference) log-prob call, with
+        micro-batches of ``micro`` rows per rank for that call alone (``None``: the configured size)."""
+        from transfer_queue import KVBatchMeta
+
+        extra_info = dict(batch.extra_info)
+        extra_info.pop("micro_batch_size_per_gpu", None)
+        if not ref:  # the step's reference call left it there (LoRA: ref = actor without its adapter)
+            extra_info.pop("no_lora_adapter", None)
+        if micro is not None:
+            # verl's infer_batch fills micro_batch_size_per_gpu from its config only when the call does
+            # not carry one (verl/workers/engine_workers.py:405-416); the KVBatchMeta's extra_info
+            # reaches the worker's TensorDict as non-tensor data (verl/utils/transferqueue_utils.py:163-176)
+            extra_info["micro_batch_size_per_gpu"] = micro
+        return KVBatchMeta(
+            partition_id=batch.partition_id,
+            keys=[batch.keys[i] for i in sent],
+            tags=[batch.tags[i] for i in sent],
+            extra_info=extra_info,
+        )
 
     def _recompute_log_probs(self, batch, rows: list[int], metrics: dict) -> int:
-        """Old (and reference) log-probs for the replaced rows; returns how many rows were sent.
+        """Old (and reference) log-probs for the replaced rows; returns how many rows the old-log-prob
+        call sent (the reference call's count goes to ``metrics["rgr/ref_logprob_rows"]``).
 
         verl's rollout-vs-actor check on the rows sent goes to ``metrics`` as ``rgr/recompute_*``
         (the RGR continuation was sampled by the rollout with the same weights, so it must agree).
 
-        Only those rows are sent, topped up to the multiple verl's workers accept with other rows
-        of the batch (their log-probs are recomputed under the same weights, so they do not
-        change; TransferQueue rejects a batch that names a key twice); when that is no smaller
-        than the batch, the whole batch is recomputed.
+        Each call sends the replaced rows, topped up only as far as the ranks and micro-batches
+        require (:func:`recompute_rows`), with a micro-batch size for that call alone; the top-up
+        rows are other rows of the batch (their log-probs are recomputed under the same weights, so
+        they do not change; TransferQueue rejects a batch that names a key twice).
         """
-        from transfer_queue import KVBatchMeta
-
-        rows = pad_rows_to_multiple(rows, len(batch), self._recompute_batch_multiple())
-        sub = KVBatchMeta(
-            partition_id=batch.partition_id,
-            keys=[batch.keys[i] for i in rows],
-            tags=[batch.tags[i] for i in rows],
-            extra_info=dict(batch.extra_info),
-        )
         scratch: dict = {}
-        self._compute_old_log_prob(sub, scratch)
+        sent, micro = recompute_rows(rows, len(batch), *self._recompute_plan(ref=False))
+        self._compute_old_log_prob(self._log_prob_meta(batch, sent, micro, ref=False), scratch)
         if self.use_reference_policy:
-            self._compute_ref_log_prob(sub, scratch)
+            ref_sent, ref_micro = recompute_rows(rows, len(batch), *self._recompute_plan(ref=True))
+            self._compute_ref_log_prob(self._log_prob_meta(batch, ref_sent, ref_micro, ref=True), scratch)
+            metrics["rgr/ref_logprob_rows"] = len(ref_sent)
         for name in ("rollout_actor_probs_pearson_corr", "rollout_probs_diff_max"):
             if f"training/{name}" in scratch:
                 metrics[f"rgr/recompute_{name.replace('rollout_actor_', '').replace('rollout_', '')}"] = float(
                     scratch[f"training/{name}"]
                 )
-        return len(rows)
+        if row_dump.enabled():
+            self._dump_whole_batch_recompute(batch)
+        return len(sent)
+
+    def _dump_whole_batch_recompute(self, batch) -> None:
+        """Tests only ($CARE_VERL_ROW_DUMP): what recomputing the whole batch after RGR would have
+        stored (old and reference log-probs of every row, configured micro-batches), dumped as
+        ``step<N>_rgr_full.pt``; the values the calls above stored are then put back, so the run
+        continues exactly as without the dump (tests/e2e/test_care_step.py compares the two)."""
+        every = list(range(len(batch)))
+        fields = ["old_log_probs", "entropy", EMBED_KEY] + (["ref_log_prob"] if self.use_reference_policy else [])
+        kept = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=fields)
+        self._compute_old_log_prob(self._log_prob_meta(batch, every, None, ref=False), {})
+        if self.use_reference_policy:
+            self._compute_ref_log_prob(self._log_prob_meta(batch, every, None, ref=True), {})
+        full = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=fields)
+        row_dump.dump_rows(self.global_steps, "rgr_full", full, {})
+        tq.kv_batch_put(keys=batch.keys, partition_id=batch.partition_id, fields=kept)
 
     def _compute_advantage(self, batch, metrics: dict):
         start = time.perf_counter()
@@ -259,7 +326,7 @@ class CarePPOTrainer(PPOTrainerSync):
                             reasoning_emb=list(x["embeddings"]))
         if self.care.rgr.mode != "off":
             rgr_start = time.perf_counter()
-            outcome = self.rgr.run(batch, subgroups, index, correct)
+            outcome = self.rgr.run(batch, subgroups, index, correct, x["row_keys"])
             metrics.update(outcome.metrics)
             if outcome.examples:
                 from care_verl.adapter.entry.trackers import log_rgr_examples
