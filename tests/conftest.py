@@ -69,10 +69,10 @@ def _care_run(tmp_path_factory, name: str, *overrides: str):
 @pytest.fixture(scope="session")
 def care_rgr_run(tmp_path_factory):
     """2 CARE steps with RGR on; even prompts give mixed groups, odd prompts all-failed ones."""
-    # log-prob micro-batches of 4 (of 16 rows): RGR's log-prob recompute sends the replaced rows
-    # topped up to 4, not the whole batch
+    # fixed log-prob micro-batches of 4 (actor) and 16 (reference: the whole batch of 16 rows): RGR's
+    # log-prob recompute sends only the replaced rows to each, not the whole batch
     return _care_run(tmp_path_factory, "care_rgr_run", "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=4",
-                     "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu=4")
+                     "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu=16")
 
 
 @pytest.fixture(scope="session")

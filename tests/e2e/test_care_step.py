@@ -12,7 +12,9 @@ import torch
 
 from care_verl.adapter.step.care_settings import DEFAULT_CUE
 from care_verl.core import Role
-from row_checks import check_step1_embeddings, ids, load_rows, load_tokenizer, logprob_max_abs_diff, think_pools
+from care_verl.adapter.step.embeddings import EMBED_KEY
+from row_checks import (check_step1_embeddings, ids, load_rows, load_tokenizer, logprob_max_abs_diff, response_len,
+                        think_pools)
 
 pytestmark = pytest.mark.e2e
 
@@ -22,6 +24,10 @@ K, NEG_SCALE, REFL_SCALE, EPS = 4, 0.5, 0.25, 1e-6  # care.k, neg_scale, refl_ne
 # (the hf server and the FSDP actor batch and reduce differently); a rollout policy one optimiser
 # step stale differs by > 0.1 on some token (measured: docs/testing.md).
 SAME_POLICY_MAX_LOGPROB_DIFF = 0.06
+# The same actor (or reference) on the same row in a smaller call with smaller micro-batches: the
+# rows are packed without padding, so only the reduction order can differ (bf16); far below the
+# >= 0.29 of another row's values (tests/e2e/test_multirank.py).
+SAME_ENGINE_LOGPROB_TOL = 1e-3
 
 
 @pytest.fixture(scope="module")
@@ -149,11 +155,45 @@ def test_rgr_log_probs_recomputed_for_the_new_content(care, rows):
     for m in metrics:
         d = m["data"]
         assert d["rgr/recompute_probs_pearson_corr"] > 0.999
-        assert d["rgr/logprob_rows"] == 4  # <= 2 eligible groups, topped up to one micro-batch of 4
         post = rows[(m["step"], "post")]
         replaced = {k: [v[i] for i in post["replaced_rows"]] for k, v in post.items()
                     if k in ("responses", "response_mask", "rollout_log_probs", "old_log_probs")}
         assert logprob_max_abs_diff(replaced) < SAME_POLICY_MAX_LOGPROB_DIFF
+
+
+def test_rgr_recompute_sends_only_the_replaced_rows(care, rows, run_dir):
+    """Fixed log-prob micro-batches of 4 (actor) and 16 (reference, the whole batch; before issue 13
+    that made RGR recompute the whole batch): each recompute call sends only the replaced rows (one
+    rank: nothing to top up), with a micro-batch of that size for the call. The stored old and
+    reference log-probs and the embeddings of the replaced rows equal a whole-batch recompute (the
+    trainer dumps one as step<N>_rgr_full under the row dump, then puts the sent values back); every
+    other row keeps its values bit for bit."""
+    metrics, _ = care
+    checked = 0
+    for m in metrics:
+        step, d = m["step"], m["data"]
+        pre, post = rows[(step, "pre")], rows[(step, "post")]
+        replaced = sorted(post["replaced_rows"])
+        if not replaced:
+            continue
+        assert d["rgr/logprob_rows"] == len(replaced) and d["rgr/ref_logprob_rows"] == len(replaced), step
+        full = load_rows(run_dir, step, "rgr_full")
+        for i in range(BATCH_ROWS):
+            n = response_len(post, i)
+            for field in ("old_log_probs", "ref_log_prob"):
+                got = torch.as_tensor(post[field][i]).float()[:n]
+                if i in replaced:
+                    want = torch.as_tensor(full[field][i]).float()[:n]
+                    assert float((got - want).abs().max()) <= SAME_ENGINE_LOGPROB_TOL, (step, i, field)
+                else:
+                    assert torch.equal(got, torch.as_tensor(pre[field][i]).float()[:n]), (step, i, field)
+            got, want = (torch.as_tensor(r[EMBED_KEY][i]).float() for r in (post, full))
+            if i in replaced:
+                assert float(torch.nn.functional.cosine_similarity(got, want, dim=0)) > 1 - 1e-4, (step, i)
+            else:
+                assert torch.equal(got, torch.as_tensor(pre[EMBED_KEY][i]).float()), (step, i)
+        checked += 1
+    assert checked, "RGR replaced no row in either step"
 
 
 def test_advantages_finite_and_zero_outside_subgroups(care):

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from care_verl.adapter.step.care_settings import care_settings_from_dict
-from care_verl.adapter.step.trainer import pad_rows_to_multiple
+from care_verl.adapter.step.trainer import recompute_rows
 from care_verl.core import Role, care_advantages, extract_spans, rescue_anchor_score
 from run_helpers import MIXED_GROUPS_REWARD, run_main
 from row_checks import (
@@ -143,9 +143,9 @@ def _index(rows: dict) -> torch.Tensor:
     return torch.tensor([sorted(set(uids)).index(u) for u in uids])
 
 
-def test_two_actor_ranks_trained_care(run, metrics):
+def test_two_actor_ranks_trained_care(run, metrics, rows):
     """Two actor processes ran the forwards, CARE's metrics were logged at both steps, and RGR's
-    log-prob recompute was topped up to ranks x micro-batch rows."""
+    log-prob recompute sent the replaced rows topped up only to split over the ranks."""
     assert sorted(metrics) == [1, 2]
     pids = {line.split()[0] for line in (run / "forwards.log").read_text().splitlines() if line.endswith("infer")}
     assert len(pids) == RANKS, pids
@@ -153,7 +153,8 @@ def test_two_actor_ranks_trained_care(run, metrics):
         assert d["actor/grad_norm"] > 0 and math.isfinite(d["care/mean_k_prime"])
         assert d["training/rollout_actor_probs_pearson_corr"] > 0.999
         if d.get("rgr/generated", 0) > 0:
-            assert d["rgr/logprob_rows"] == RANKS * LOGPROB_MICRO, step
+            replaced = rows[(step, "post")]["replaced_rows"]
+            assert d["rgr/logprob_rows"] == d["rgr/ref_logprob_rows"] == RANKS * -(-len(replaced) // RANKS), step
     assert sum(d.get("rgr/generated", 0) for d in metrics.values()) >= 1
 
 
@@ -260,8 +261,8 @@ def test_advantages_equal_a_one_process_computation(rows, tiny_vl_path):
 def test_rgr_rows_replaced_in_place_across_ranks(metrics, rows):
     """At every step: the same 16 keys in the same order after RGR (rows replaced in place, none
     appended); exactly the replaced rows changed; their recomputed old log-probs (sent over both
-    ranks, topped up to ranks x micro-batch) belong to their new tokens; the top-up rows, which
-    rank 1 recomputed, kept their values."""
+    ranks, topped up to an even count) belong to their new tokens; a top-up row, recomputed in
+    that smaller call, kept its value."""
     for step, d in metrics.items():
         pre, post = rows[(step, "pre")], rows[(step, "post")]
         assert post["keys"] == pre["keys"] and len(post["keys"]) == BATCH_ROWS
@@ -273,10 +274,8 @@ def test_rgr_rows_replaced_in_place_across_ranks(metrics, rows):
         new = {k: [post[k][i] for i in replaced] for k in ("responses", "response_mask", "rollout_log_probs",
                                                            "old_log_probs")}
         assert logprob_max_abs_diff(new) < 0.06, step  # see test_care_step.SAME_POLICY_MAX_LOGPROB_DIFF
-        sent = pad_rows_to_multiple(replaced, BATCH_ROWS, RANKS * LOGPROB_MICRO)
-        on_rank1 = sent[len(sent) // RANKS:]
-        assert not set(on_rank1) & set(replaced)
-        for i in on_rank1:
+        sent, _ = recompute_rows(post["replaced_rows"], BATCH_ROWS, RANKS, LOGPROB_MICRO)
+        for i in sorted(set(sent) - set(replaced)):
             n = response_len(post, i)
             before = torch.as_tensor(pre["old_log_probs"][i]).float()[:n]
             after = torch.as_tensor(post["old_log_probs"][i]).float()[:n]
