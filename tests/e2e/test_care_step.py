@@ -161,7 +161,7 @@ def test_rgr_log_probs_recomputed_for_the_new_content(care, rows):
         assert logprob_max_abs_diff(replaced) < SAME_POLICY_MAX_LOGPROB_DIFF
 
 
-def test_rgr_recompute_sends_only_the_replaced_rows(care, rows, run_dir):
+def test_rgr_logprob_recompute_sends_only_the_replaced_rows(care, rows, run_dir):
     """Fixed log-prob micro-batches of 4 (actor) and 16 (reference, the whole batch; before issue 13
     that made RGR recompute the whole batch): each recompute call sends only the replaced rows (one
     rank: nothing to top up), with a micro-batch of that size for the call. The stored old and
