@@ -39,6 +39,10 @@ class StopRule:
     def met(self, greedy: float, sampled: float) -> bool:
         return greedy >= self.greedy_min and sampled >= self.sampled_min
 
+    def needs_sampled(self, greedy: float) -> bool:
+        """Whether the decision at this evaluation depends on the T=1 accuracy (it cannot while greedy < greedy_min)."""
+        return greedy >= self.greedy_min
+
     def overshot(self, greedy: float) -> bool:
         return greedy > self.greedy_max
 
@@ -73,8 +77,12 @@ class SFTOutcome:
     wall_s: float = 0.0
 
 
-def run_sft(config, out_dir: Path, held_out: HeldOut, rule: StopRule, eval_seed: int = 0) -> SFTOutcome:
-    """Train with verl's SFTTrainer (care_verl.adapter.tools.sft); evaluate at each save; stop when ``rule`` is met."""
+def run_sft(config, out_dir: Path, held_out: HeldOut, rule: StopRule, eval_seed: int = 0,
+            worker=None) -> SFTOutcome:
+    """Train with verl's SFTTrainer (care_verl.adapter.tools.sft); evaluate at each save; stop when ``rule`` is met.
+
+    ``worker``: an :class:`~care_verl.demo.evaluate.EvalWorker` started earlier (closed here); default: a new one.
+    """
     from care_verl.adapter.tools.sft import fit_sft
     from care_verl.demo.evaluate import EvalWorker
 
@@ -86,20 +94,33 @@ def run_sft(config, out_dir: Path, held_out: HeldOut, rule: StopRule, eval_seed:
     start = time.time()
     decision: dict = {}
 
-    worker = EvalWorker()  # started before verl patches transformers in this process
+    if worker is None:
+        worker = EvalWorker()
+    # imports, processor and the held-out inputs in the worker while verl builds the trainer
+    worker.prepare(str(config.model.path), items)
+
+    def measure(step: int, hf_dir: Path) -> dict:
+        """One evaluation. The T=1 run is skipped while greedy < greedy_min: the rule cannot hold then (it needs
+        both), and greedy > greedy_max stops on greedy alone; skipped runs are logged as NaN."""
+        t0 = time.time()
+        res = worker.evaluate(str(hf_dir), items, [("greedy", 0.0, eval_seed)])
+        greedy = res["greedy"]
+        sampled = None
+        if rule.needs_sampled(greedy["acc"]):
+            sampled = worker.evaluate(str(hf_dir), items, [("sampled", 1.0, eval_seed)])["sampled"]
+        nan = float("nan")
+        return {"step": step, "greedy_acc": greedy["acc"], "sampled_acc": sampled["acc"] if sampled else nan,
+                "greedy_format": greedy["format"], "sampled_format": sampled["format"] if sampled else nan,
+                "sampled_response_tokens": sampled["response_tokens"] if sampled else nan,
+                "sampled_skipped": sampled is None, "eval_s": round(time.time() - t0, 2),
+                "wall_s": round(time.time() - start, 1), "hf_dir": str(hf_dir), "greedy_examples": greedy["examples"][:2]}
 
     def evaluate(step: int, hf_dir: Path) -> bool:
-        t0 = time.time()
-        res = worker.evaluate(str(hf_dir), items, [("greedy", 0.0, eval_seed), ("sampled", 1.0, eval_seed)])
-        greedy, sampled = res["greedy"], res["sampled"]
-        row = {"step": step, "greedy_acc": greedy["acc"], "sampled_acc": sampled["acc"],
-               "greedy_format": greedy["format"], "sampled_format": sampled["format"],
-               "sampled_response_tokens": sampled["response_tokens"], "eval_s": round(time.time() - t0, 2),
-               "wall_s": round(time.time() - start, 1), "hf_dir": str(hf_dir), "greedy_examples": greedy["examples"][:2]}
+        row = measure(step, hf_dir)
         evals.append(row)
         with eval_log.open("a") as f:
             f.write(json.dumps(row) + "\n")
-        g, smp = greedy["acc"], sampled["acc"]
+        g, smp = row["greedy_acc"], row["sampled_acc"]
         print(f"[sft] step {step}: held-out greedy acc {g:.3f}, sampled (T=1) acc {smp:.3f}", flush=True)
         if rule.met(g, smp) or rule.overshot(g):
             decision.update(step=step, reason="target reached" if rule.met(g, smp) else "overshot greedy_max")
@@ -108,6 +129,16 @@ def run_sft(config, out_dir: Path, held_out: HeldOut, rule: StopRule, eval_seed:
 
     try:
         fit_sft(config, evaluate)
+        if evals and "step" not in decision and any(e["sampled_skipped"] for e in evals):
+            # no evaluation met the rule: choose by the distance to the band, with every T=1 run measured
+            # (the checkpoints are all still on disk), exactly as if none had been skipped
+            for i, e in enumerate(evals):
+                if e["sampled_skipped"]:  # seeded per run: the same result as measuring it at the time
+                    sampled = worker.evaluate(e["hf_dir"], items, [("sampled", 1.0, eval_seed)])["sampled"]
+                    evals[i] = {**e, "sampled_acc": sampled["acc"], "sampled_format": sampled["format"],
+                                "sampled_response_tokens": sampled["response_tokens"], "sampled_skipped": False,
+                                "sampled_measured_after_training": True}
+            eval_log.write_text("".join(json.dumps(e) + "\n" for e in evals))
     finally:
         worker.close()
 
@@ -151,6 +182,11 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
 def main(argv: list[str] | None = None) -> int:
     args, overrides = parse_args(sys.argv[1:] if argv is None else argv)
     out = Path(args.out).resolve()
+    from care_verl.demo.evaluate import EvalWorker
+
+    # a spawned process that never imports verl (whose patches break transformers' generate); started first so
+    # that its imports overlap ours and verl's start-up
+    worker = EvalWorker()
     from care_verl.adapter.tools.sft import compose_sft_config, single_process_env
 
     single_process_env()
@@ -158,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     config = compose_sft_config([f"trainer.default_local_dir={out / 'checkpoints'}", *overrides])
     rule = StopRule(args.greedy_min, args.sampled_min, args.greedy_max)
     held_out = HeldOut(tuple(args.tasks.split("+")), args.difficulty, args.heldout_n, args.heldout_seed)
-    outcome = run_sft(config, out, held_out, rule)
+    outcome = run_sft(config, out, held_out, rule, worker=worker)
     if not args.keep_checkpoints:
         shutil.rmtree(out / "checkpoints", ignore_errors=True)
     print(f"[sft] chosen step {outcome.step} ({outcome.reason}): greedy {outcome.greedy_acc:.3f}, "
