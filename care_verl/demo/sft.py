@@ -121,7 +121,8 @@ def run_sft(config, out_dir: Path, held_out: HeldOut, rule: StopRule, eval_seed:
         with eval_log.open("a") as f:
             f.write(json.dumps(row) + "\n")
         g, smp = row["greedy_acc"], row["sampled_acc"]
-        print(f"[sft] step {step}: held-out greedy acc {g:.3f}, sampled (T=1) acc {smp:.3f}", flush=True)
+        sampled_text = "not run (greedy below the stop rule)" if row["sampled_skipped"] else f"{smp:.3f}"
+        print(f"[sft] step {step}: held-out greedy acc {g:.3f}, sampled (T=1) acc {sampled_text}", flush=True)
         if rule.met(g, smp) or rule.overshot(g):
             decision.update(step=step, reason="target reached" if rule.met(g, smp) else "overshot greedy_max")
             return True

@@ -144,6 +144,19 @@ def write_sft_data(out_dir: Path, tasks: tuple[str, ...], difficulty: int, n: in
     return path
 
 
+def sft_progress_text(last_metrics: dict, evals: list[dict]) -> str:
+    """The SFT progress bar's postfix: the last loss and the last held-out evaluation. The T=1 run is
+    skipped while greedy is below the stop rule (sft.py); say so instead of printing its NaN."""
+    loss = last_metrics.get("train/loss")
+    text = f"loss {loss:.3f}" if loss is not None else ""
+    if evals:
+        last = evals[-1]
+        sampled = ("T=1 not run (greedy below the stop rule)" if last.get("sampled_skipped")
+                   else f"T=1 {last['sampled_acc']:.2f}")
+        text += f" | held-out greedy {last['greedy_acc']:.2f}, {sampled}"
+    return text
+
+
 def run_sft_stage(out_dir: Path, model_path: str, tasks: tuple[str, ...], difficulty: int, s: SFTSettings,
                   quiet: bool = False) -> dict:
     """Cold-start SFT (verl's SFT trainer) until the held-out accuracy is partial; returns sft_result.json."""
@@ -158,12 +171,7 @@ def run_sft_stage(out_dir: Path, model_path: str, tasks: tuple[str, ...], diffic
            "trainer.project_name=care_verl_demo", "trainer.experiment_name=sft", *s.extra]
 
     def postfix(metrics):
-        evals = A.read_jsonl(out_dir / "sft_eval.jsonl")
-        loss = metrics[-1]["data"].get("train/loss")
-        text = f"loss {loss:.3f}" if loss is not None else ""
-        if evals:
-            text += f" | held-out greedy {evals[-1]['greedy_acc']:.2f}, T=1 {evals[-1]['sampled_acc']:.2f}"
-        return text
+        return sft_progress_text(metrics[-1]["data"], A.read_jsonl(out_dir / "sft_eval.jsonl"))
 
     log = out_dir / "stdout.log"
     rc = follow(cmd, log, out_dir / "metrics.jsonl", s.max_steps, "SFT (verl sft_trainer)", postfix=postfix,

@@ -189,3 +189,16 @@ def test_no_evaluation_meets_the_rule_chooses_as_with_every_t1_run(monkeypatch, 
     assert not any(r["sampled_skipped"] for r in rows)
     result = json.loads((tmp_path / "sft_result.json").read_text())
     assert not any(math.isnan(e["sampled_acc"]) for e in result["evals"])
+
+
+def test_progress_text_says_when_the_t1_run_was_skipped():
+    """While greedy is below the stop rule the T=1 run is skipped and stored as NaN; the progress bar must
+    say it was not run rather than print 'T=1 nan', and print the value once it was run."""
+    from care_verl.demo.stages import sft_progress_text
+
+    nan = float("nan")
+    skipped = sft_progress_text({"train/loss": 1.25}, [{"greedy_acc": 0.1, "sampled_acc": nan, "sampled_skipped": True}])
+    assert skipped == "loss 1.250 | held-out greedy 0.10, T=1 not run (greedy below the stop rule)"
+    ran = sft_progress_text({"train/loss": 0.5}, [{"greedy_acc": 0.35, "sampled_acc": 0.2, "sampled_skipped": False}])
+    assert ran == "loss 0.500 | held-out greedy 0.35, T=1 0.20"
+    assert sft_progress_text({}, []) == ""
