@@ -150,7 +150,7 @@ class _Request:
 class HFServer:
     """Ray actor: batched token-in/token-out generation with a transformers model."""
 
-    def __init__(self, model_path: str, rollout_config: dict, replica_rank: int = 0):
+    def __init__(self, model_path: str, rollout_config: dict, replica_rank: int = 0, device: Optional[str] = None):
         from transformers import AutoConfig
 
         threads = int(os.environ.get("CARE_VERL_ROLLOUT_THREADS", "0"))
@@ -162,11 +162,14 @@ class HFServer:
         self.max_batch = int(rollout_config.get("max_num_seqs") or 256)
         self.seed = int(rollout_config.get("seed", 0) or 0)
         self.global_steps: Optional[int] = None
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        # HFReplica passes the device of the replica's first FSDP worker; None (tests) picks cuda when present.
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
         hf_config = AutoConfig.from_pretrained(model_path)
         self.is_vl = getattr(hf_config, "vision_config", None) is not None
         self.model = self._load_model(model_path, self.is_vl).to(self.device).eval()
+        print(f"care_verl: hf rollout server {replica_rank} on {self.device} "
+              f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')})", flush=True)
         self.processor = None
         if self.is_vl:
             from verl.utils.tokenizer import hf_processor
@@ -390,6 +393,32 @@ class HFServer:
         return results
 
 
+def worker_placement() -> tuple[str, str, Optional[str], int]:
+    """Run inside a hybrid FSDP worker: (Ray node id, verl's device name, CUDA_VISIBLE_DEVICES, device index)."""
+    from verl.utils.device import get_device_name
+
+    name = get_device_name()
+    index = torch.cuda.current_device() if name == "cuda" else 0
+    return ray.get_runtime_context().get_node_id(), name, os.environ.get("CUDA_VISIBLE_DEVICES"), index
+
+
+def server_placement(worker_device: str, visible_devices: Optional[str], index: int = 0) -> tuple[str, dict[str, str]]:
+    """The server's torch device and extra env vars, given its replica's first worker.
+
+    On the ``cpu`` platform (``runtime=cpu``) the server stays on the CPU, also on a machine with GPUs.
+    On CUDA the server, a Ray actor that asks for no GPU, shares the worker's GPU (as verl's vLLM
+    servers do): it sees only that GPU (the worker's ``CUDA_VISIBLE_DEVICES`` entry) and Ray is told
+    not to reset it.
+    """
+    if worker_device != "cuda":
+        return "cpu", {}
+    ids = [d.strip() for d in (visible_devices or "").split(",") if d.strip()]
+    if not ids:
+        return f"cuda:{index}", {}
+    physical = ids[index] if index < len(ids) else ids[0]
+    return "cuda:0", {"CUDA_VISIBLE_DEVICES": physical, "RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES": "1"}
+
+
 def _get(config, key: str):
     """Read ``key`` from a dataclass or a (struct) DictConfig alike."""
     return config.get(key) if hasattr(config, "get") else getattr(config, key, None)
@@ -410,12 +439,16 @@ class HFReplica(RolloutReplica):
         }
         model_path = _get(self.model_config, "local_path") or _get(self.model_config, "path")
         options = {"name": server_actor_name(self.replica_rank), "num_cpus": 0, "max_concurrency": 10_000}
-        if self.workers:
-            node_id = await self.workers[0].__ray_call__.remote(lambda w: ray.get_runtime_context().get_node_id())
-            options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id=node_id, soft=True)
         env = {k: v for k, v in os.environ.items() if k.startswith(("VERL_", "CARE_VERL_"))}
+        device = None  # no workers to follow: the server picks cuda when present
+        if self.workers:
+            node_id, worker_device, visible, index = await self.workers[0].__ray_call__.remote(
+                lambda w: worker_placement())
+            options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id=node_id, soft=True)
+            device, gpu_env = server_placement(worker_device, visible, index)
+            env.update(gpu_env)
         options["runtime_env"] = {"env_vars": env}
-        server = ray.remote(HFServer).options(**options).remote(model_path, rollout_config, self.replica_rank)
+        server = ray.remote(HFServer).options(**options).remote(model_path, rollout_config, self.replica_rank, device)
         await server.ready.remote()
         self.servers = [server]
         self._server_handle = server
