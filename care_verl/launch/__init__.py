@@ -10,6 +10,8 @@
 - :mod:`care_verl.launch.ray_cluster`: wait for a Ray cluster to have N nodes; a local
   multi-node Ray cluster on one machine (tests, rehearsals).
 - :mod:`care_verl.launch.k8s`: render ``launch/k8s/rayjob.yaml`` for a recipe / node count.
+- :mod:`care_verl.launch.gpu_check`: staged self-check of a GPU node (environment, CARE math on
+  CUDA vs CPU, the smoke preset's config, the tiny CARE run on one GPU), a JSON report.
 
 Nothing here imports verl; the training itself is ``care_verl.main``.
 """
