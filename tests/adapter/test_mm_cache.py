@@ -103,15 +103,28 @@ def run_worker(config, rows, cached: bool, entries: int = 256):
                        "seed": 7})
     worker_cls = CachedAgentLoopWorker if cached else AgentLoopWorker
 
+    from verl.experimental.agent_loop.single_turn_agent_loop import SingleTurnAgentLoop
+
+    built = []  # every agent loop verl or the worker constructs (either path)
+    original_init = SingleTurnAgentLoop.__init__
+
+    def counting_init(self, *args, **kwargs):
+        built.append(type(self).__name__)
+        original_init(self, *args, **kwargs)
+
     async def go():
         worker = worker_cls(config, LocalClient(server))
         counter = CountingCall(worker.processor)
         out = await worker.generate_sequences(make_batch(rows))
+        worker.agent_loops_built = list(built)
         return out, counter.calls, worker
+
+    SingleTurnAgentLoop.__init__ = counting_init
 
     try:
         return asyncio.run(go())
     finally:
+        SingleTurnAgentLoop.__init__ = original_init
         mm_cache.reset_worker_cache()
 
 
@@ -175,6 +188,13 @@ def test_one_processor_pass_per_prompt(setup, stock, cached):
     assert stats.misses == len(rows)
     # prompt builds: (N - 1) hits per prompt; post-processing: N hits per prompt
     assert stats.hits == (2 * N - 1) * len(rows)
+
+
+def test_one_agent_loop_per_worker(setup, stock, cached):
+    """verl builds an agent loop per rollout (Hydra instantiate); the cached worker builds one."""
+    _config, rows = setup
+    assert stock[2].agent_loops_built == ["SingleTurnAgentLoop"] * (N * len(rows))
+    assert cached[2].agent_loops_built == ["CachedSingleTurnAgentLoop"]
 
 
 def test_training_loss_is_identical(setup, stock, cached):

@@ -17,6 +17,10 @@ Here (all through extension points verl has, no patch):
   ``rollout.agent.agent_loop_manager_class``) answers ``_compute_multi_modal_inputs`` from the
   captured features, keyed by image content and processor kwargs; on a miss it runs the
   processor in a thread before verl's post-processing, so the event loop never blocks on it.
+- The same workers build :class:`CachedSingleTurnAgentLoop` once and reuse it for every rollout
+  (verl's ``_run_agent_loop`` :683 runs Hydra ``instantiate`` per rollout, which builds a new
+  continuous-token builder each time). The loop keeps no per-call state (``run`` uses locals only),
+  so one instance serves concurrent rollouts; other agent loops are still built per rollout.
 
 ``care.rollout.mm_cache=false`` restores verl's stock agent loop and worker.
 """
@@ -27,11 +31,14 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any, Optional
 
+import hydra
 import torch
-from verl.experimental.agent_loop.agent_loop import AgentLoopWorker, register
+from verl.experimental.agent_loop.agent_loop import (AgentLoopWorker, DictConfigWrap, ToolListWrap, _agent_loop_registry,
+                                                    register)
 from verl.utils.tokenizer import get_processor_token_id
 from verl.experimental.agent_loop.single_turn_agent_loop import SingleTurnAgentLoop
 from verl.trainer.ppo.v1.agent_loop_tq import AgentLoopManagerTQ, AgentLoopWorkerTQ
+from verl.utils.rollout_trace import rollout_trace_attr
 
 from care_verl.adapter.rollout import mm_cache
 from care_verl.adapter.rollout.mm_cache import media_features, media_key, prompt_key
@@ -136,6 +143,29 @@ class MMCacheWorkerMixin:
         for out in outputs:
             await self._warm_mm_cache(out)
         return await super()._agent_loop_postprocess(output, validate, **kwargs)
+
+    def _shared_agent_loop(self) -> CachedSingleTurnAgentLoop:
+        """The worker's one :class:`CachedSingleTurnAgentLoop`, built as verl builds one per rollout."""
+        loop = getattr(self, "_care_agent_loop", None)
+        if loop is None:
+            loop = hydra.utils.instantiate(
+                config=_agent_loop_registry[AGENT_NAME], trainer_config=DictConfigWrap(config=self.config),
+                server_manager=self.llm_client, tokenizer=self.tokenizer, processor=self.processor,
+                hf_model_type=self.hf_model_type, dataset_cls=self.dataset_cls,
+                data_config=DictConfigWrap(self.config.data), tools=ToolListWrap(self.tools))
+            self._care_agent_loop = loop
+        return loop
+
+    async def _run_agent_loop(self, sampling_params, trajectory, *, agent_name, trace=True, **kwargs):
+        if agent_name != AGENT_NAME:
+            return await super()._run_agent_loop(sampling_params, trajectory, agent_name=agent_name, trace=trace,
+                                                 **kwargs)
+        # verl's _run_agent_loop (agent_loop.py:661-695) with the agent loop built once per worker
+        with rollout_trace_attr(step=trajectory["step"], sample_index=trajectory["sample_index"],
+                                rollout_n=trajectory["rollout_n"], validate=trajectory["validate"],
+                                name="agent_loop", trace=trace):
+            output = await self._shared_agent_loop().run(sampling_params, **kwargs)
+            return await self._agent_loop_postprocess(output, trajectory["validate"], **kwargs)
 
 
 class CachedAgentLoopWorker(MMCacheWorkerMixin, AgentLoopWorker):
