@@ -230,6 +230,62 @@ def patch_replay_buffer_poll_interval() -> None:
     ReplayBuffer.__init__ = __init__
 
 
+def row_order_key(prompt_rank: dict[str, int]):
+    """Sort key for trajectory keys ``{uid}_{session_id}_{index}``: the prompt's rank, then session, then index."""
+
+    def key(trajectory_key: str):
+        uid, session, index = trajectory_key.split("_")
+        return prompt_rank.get(uid, len(prompt_rank)), uid, int(session), int(index)
+
+    return key
+
+
+def patch_replay_buffer_row_order() -> None:
+    """Hand each step's rows to the trainer in the same order on every run (and after a resume).
+
+    verl/trainer/ppo/v1/replay_buffer.py:394-406 (``_materialize_batch``) lists the selected groups'
+    rows in the order their keys reached TransferQueue, i.e. the order rollouts finished, which
+    changes from run to run. The order decides which rows share a PPO mini-batch, so two runs of the
+    same step trained different updates (a resumed step's grad norm 0.0172 vs 0.0160 on the same
+    rows, tests/e2e/test_resume.py). Sorted here by the prompts' submission order (their prompt
+    entries reach TransferQueue in dataloader order, trainer_base.py:1509, and the buffer reads them
+    back in that order, :215), then rollout session, then output index. Groups tied on global step
+    are selected in submission order too (:388 sorts a set).
+    """
+    if not _once("replay_buffer_row_order"):
+        return
+    from verl.trainer.ppo.v1.replay_buffer import ReplayBuffer
+
+    original = ReplayBuffer._materialize_batch
+    original_select = ReplayBuffer._select_prompt_uids
+    if getattr(original, "__care_verl_patched__", False):
+        return
+
+    def ranks(self, partition_id):
+        return {uid: i for i, uid in enumerate(self.prompt_global_steps[partition_id])}
+
+    @functools.wraps(original_select)
+    def _select_prompt_uids(self, partition_id, sampleable_keys, batch_size):
+        # verl sorts a set by global step (stable): ties, e.g. DAPO's surplus groups, fell in
+        # hash order; given in submission order they fall in that order.
+        rank = ranks(self, partition_id)
+        in_order = sorted(sampleable_keys, key=lambda uid: (rank.get(uid, len(rank)), uid))
+        return original_select(self, partition_id, in_order, batch_size)
+
+    @functools.wraps(original)
+    def _materialize_batch(self, partition_id, selected_prompt_uids, partition_snapshot):
+        meta = original(self, partition_id, selected_prompt_uids, partition_snapshot)
+        sort_key = row_order_key(ranks(self, partition_id))
+        order = sorted(range(len(meta.keys)), key=lambda i: sort_key(meta.keys[i]))
+        meta.keys = [meta.keys[i] for i in order]
+        meta.tags = [meta.tags[i] for i in order]
+        return meta
+
+    _materialize_batch.__care_verl_patched__ = True
+    ReplayBuffer._materialize_batch = _materialize_batch
+    ReplayBuffer._select_prompt_uids = _select_prompt_uids
+
+
 def patch_val_generations_thumbnails() -> None:
     """Add each prompt's image to verl's validation sample table (wandb, tensorboard).
 
@@ -269,6 +325,7 @@ def apply_all() -> None:
     patch_file_logger_append()
     patch_agent_loop_step_metrics()
     patch_replay_buffer_poll_interval()
+    patch_replay_buffer_row_order()
     patch_val_generations_thumbnails()
     register_cpu_engines()
     patch_fsdp2_offload_no_pin()
