@@ -120,3 +120,58 @@ def test_registration_is_idempotent():
     check_registered()
     assert torch.nested.as_nested_tensor is before  # not wrapped twice
     assert _ROLLOUT_REGISTRY[("hf", "async")].endswith("HFServerAdapter")
+
+
+# ---- log-probs without flash-attn: chunks, not one token at a time (issue 13) --------------------
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("shape", [(1000, 37), (6, 50, 37)])
+@pytest.mark.parametrize("chunk_elements", [1 << 26, 37 * 64, 1])
+def test_chunked_logprobs_equal_verls_loop_values_and_gradients(dtype, shape, chunk_elements):
+    import verl.utils.torch_functional as verl_functional
+
+    from care_verl.adapter.runtime.patches import chunked_logprobs
+
+    original = verl_functional.logprobs_from_logits_v2.__wrapped_original__
+    gen = torch.Generator().manual_seed(0)
+    logits = (torch.randn(shape, generator=gen) * 4).to(dtype)
+    labels = torch.randint(0, shape[-1], shape[:-1], generator=gen)
+    mine_in = logits.clone().requires_grad_(True)
+    theirs_in = logits.clone().requires_grad_(True)
+    mine = chunked_logprobs(mine_in, labels, chunk_elements=chunk_elements)
+    theirs = original(theirs_in, labels)
+    assert mine.shape == theirs.shape == labels.shape and mine.dtype == theirs.dtype
+    assert torch.equal(mine, theirs)
+    weights = torch.randn(labels.shape, generator=gen).to(dtype)
+    (mine * weights).sum().backward()
+    (theirs * weights).sum().backward()
+    assert torch.equal(mine_in.grad, theirs_in.grad)
+
+
+def test_chunked_logprobs_are_log_probabilities():
+    """Not only equal to verl's: exp(log p) summed over every label is 1 (a wrong gather breaks it)."""
+    from care_verl.adapter.runtime.patches import chunked_logprobs
+
+    logits = torch.randn(5, 11, dtype=torch.float64)
+    every_label = torch.stack([chunked_logprobs(logits, torch.full((5,), v), chunk_elements=22) for v in range(11)], -1)
+    assert torch.allclose(every_label.exp().sum(-1), torch.ones(5, dtype=torch.float64))
+    assert torch.allclose(every_label, torch.log_softmax(logits, -1))
+    assert chunked_logprobs(logits[:0], torch.zeros(0, dtype=torch.long)).shape == (0,)
+
+
+def test_verls_logprob_entry_point_uses_the_chunked_path():
+    """verl's FSDP engine calls ``logprobs_from_logits``; without flash-attn it must reach the chunks."""
+    import verl.utils.torch_functional as verl_functional
+
+    assert not verl_functional.FLAH_ATTN_CROSS_ENTROPY_LOSS_AVAILABLE  # the CPU fallback this patch is for
+    calls = []
+    patched = verl_functional.logprobs_from_logits_v2
+    assert getattr(patched, "__care_verl_patched__", False)
+    try:
+        verl_functional.logprobs_from_logits_v2 = lambda *a: calls.append(a) or patched(*a)
+        logits, labels = torch.randn(8, 5), torch.randint(0, 5, (8,))
+        out = verl_functional.logprobs_from_logits(logits, labels)
+    finally:
+        verl_functional.logprobs_from_logits_v2 = patched
+    assert len(calls) == 1
+    assert torch.allclose(out, torch.log_softmax(logits, -1).gather(-1, labels[:, None]).squeeze(-1), atol=1e-6)

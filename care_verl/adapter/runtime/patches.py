@@ -286,6 +286,57 @@ def patch_replay_buffer_row_order() -> None:
     ReplayBuffer._select_prompt_uids = _select_prompt_uids
 
 
+LOGPROB_CHUNK_ELEMENTS = 1 << 22  # 16 MB of fp32 logits: bounded memory (why verl loops), fastest of 2^16..2^26 measured (bench_logprobs.py)
+
+
+def chunked_logprobs(logits: torch.Tensor, labels: torch.Tensor, chunk_elements: int = LOGPROB_CHUNK_ELEMENTS) -> torch.Tensor:
+    """Log-probabilities of ``labels`` under ``logits``, a few large chunks at a time.
+
+    Shapes: logits ``[N, ..., V]``, labels ``[N, ...]`` -> ``[N, ...]``. The same arithmetic as verl's
+    ``logprobs_from_logits_v2`` (fp32/fp64: gathered logit - logsumexp; other dtypes: log_softmax then
+    gather; bitwise equal on CPU up to a 32k vocab, within one float32 ulp at Qwen's 152k, tested), but on chunks of ``chunk_elements`` logits instead of one
+    row at a time.
+    """
+    if logits.shape[0] == 0:
+        return logits.new_zeros(labels.shape)
+    rows = max(1, chunk_elements // max(1, logits[0].numel()))
+    parts = []
+    for chunk, chunk_labels in zip(logits.split(rows), labels.split(rows), strict=True):
+        index = chunk_labels.unsqueeze(-1)
+        if chunk.dtype in (torch.float32, torch.float64):
+            parts.append(chunk.gather(-1, index).squeeze(-1) - torch.logsumexp(chunk, dim=-1))
+        else:  # logsumexp is unstable in bf16 (verl's comment); log_softmax as verl does
+            parts.append(torch.log_softmax(chunk, dim=-1).gather(-1, index).squeeze(-1))
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
+def patch_logprobs_loop() -> None:
+    """Compute log-probs in chunks instead of one token at a time where flash-attn is absent.
+
+    verl/utils/torch_functional.py:106 falls back (no flash-attn cross-entropy: every CPU run, and GPU
+    images without flash-attn) to ``logprobs_from_logits_v2`` (:173-208), which loops in Python over
+    the first dimension. verl's FSDP engine passes the packed ``[total_tokens, vocab]`` logits
+    (fsdp/transformer_impl.py:1503-1521), so that is one logsumexp per token, forward and backward:
+    about 20 % of the actor worker's time in the CPU demo (py-spy), 0.88 s vs 0.02 s for 12800 x 400
+    fp32 logits, forward + backward (``benchmarks/bench_logprobs.py``).
+    """
+    if not _once("logprobs_loop"):
+        return
+    import verl.utils.torch_functional as verl_functional
+
+    original = verl_functional.logprobs_from_logits_v2
+    if getattr(original, "__care_verl_patched__", False):
+        return
+
+    @functools.wraps(original)
+    def logprobs_from_logits_v2(logits, labels):
+        return chunked_logprobs(logits, labels)
+
+    logprobs_from_logits_v2.__care_verl_patched__ = True
+    logprobs_from_logits_v2.__wrapped_original__ = original
+    verl_functional.logprobs_from_logits_v2 = logprobs_from_logits_v2
+
+
 def patch_val_generations_thumbnails() -> None:
     """Add each prompt's image to verl's validation sample table (wandb, tensorboard).
 
@@ -327,5 +378,6 @@ def apply_all() -> None:
     patch_replay_buffer_poll_interval()
     patch_replay_buffer_row_order()
     patch_val_generations_thumbnails()
+    patch_logprobs_loop()
     register_cpu_engines()
     patch_fsdp2_offload_no_pin()
