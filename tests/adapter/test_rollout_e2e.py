@@ -19,3 +19,14 @@ def test_one_processor_pass_per_prompt_in_the_real_loop(tiny_cpu_run, metrics_of
         assert m["perf/mm_processor_passes"] <= prompts
         assert m["perf/mm_cache_hit_rate"] >= (2 * n - 1) / (2 * n) - 1e-9
         assert m["perf/mm_cache_mb"] > 0
+
+
+@pytest.mark.e2e
+def test_one_replica_is_routed_without_the_balancer_in_the_real_loop(tiny_cpu_run, metrics_of):
+    """tiny_cpu has one hf replica: after one look at the pool the agent-loop workers stop asking
+    verl's load-balancer actor (care_verl.adapter.rollout.routing)."""
+    proc, run_dir = tiny_cpu_run
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    steps = [e["data"] for e in metrics_of(run_dir) if "training/global_step" in e["data"]]
+    assert len(steps) >= 2
+    assert [m["perf/rollout_local_route_share"] for m in steps] == [1.0] * len(steps)

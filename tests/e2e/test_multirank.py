@@ -152,6 +152,8 @@ def test_two_actor_ranks_trained_care(run, metrics, rows):
     for step, d in metrics.items():
         assert d["actor/grad_norm"] > 0 and math.isfinite(d["care/mean_k_prime"])
         assert d["training/rollout_actor_probs_pearson_corr"] > 0.999
+        # two replicas: every request is routed by verl's load balancer (care_verl.adapter.rollout.routing)
+        assert d["perf/rollout_local_route_share"] == 0.0, step
         if d.get("rgr/generated", 0) > 0:
             replaced = rows[(step, "post")]["replaced_rows"]
             assert d["rgr/logprob_rows"] == d["rgr/ref_logprob_rows"] == RANKS * -(-len(replaced) // RANKS), step

@@ -21,6 +21,8 @@ Here (all through extension points verl has, no patch):
   (verl's ``_run_agent_loop`` :683 runs Hydra ``instantiate`` per rollout, which builds a new
   continuous-token builder each time). The loop keeps no per-call state (``run`` uses locals only),
   so one instance serves concurrent rollouts; other agent loops are still built per rollout.
+- With one rollout replica the workers route requests to it locally instead of two Ray calls per
+  rollout to verl's load-balancer actor (:mod:`care_verl.adapter.rollout.routing`).
 
 ``care.rollout.mm_cache=false`` restores verl's stock agent loop and worker.
 """
@@ -43,6 +45,7 @@ from verl.utils.rollout_trace import rollout_trace_attr
 from care_verl.adapter.rollout import mm_cache
 from care_verl.adapter.rollout.mm_cache import media_features, media_key, prompt_key
 from care_verl.adapter.rollout.rollout_config import AGENT_NAME, MANAGER_FQN  # noqa: F401  (re-exported)
+from care_verl.adapter.rollout.routing import single_replica_client
 
 DEFAULT_MAX_ENTRIES = 256
 DEFAULT_MAX_MB = 1024
@@ -174,6 +177,7 @@ class CachedAgentLoopWorker(MMCacheWorkerMixin, AgentLoopWorker):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._install_mm_cache()
+        self.llm_client = single_replica_client(self.llm_client)
 
 
 # verl decorates AgentLoopWorkerTQ with @ray.remote; subclass the plain class underneath it.
@@ -184,11 +188,13 @@ class _CachedAgentLoopWorkerTQ(MMCacheWorkerMixin, _TQWorkerBase):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._install_mm_cache()
+        self.llm_client = single_replica_client(self.llm_client)
 
     async def mm_cache_stats(self) -> dict[str, float]:
         s = self.mm_cache.stats
         return {"hits": s.hits, "misses": s.misses, "evictions": s.evictions, "entries": len(self.mm_cache),
-                "bytes": self.mm_cache.bytes}
+                "bytes": self.mm_cache.bytes, "local_routes": getattr(self.llm_client, "local_routes", 0),
+                "balancer_routes": getattr(self.llm_client, "balancer_routes", 0)}
 
 
 def _remote_worker_class():
@@ -203,7 +209,7 @@ class CachedAgentLoopManagerTQ(AgentLoopManagerTQ):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.agent_loop_workers_class = _remote_worker_class()
-        self._last_stats = {"hits": 0, "misses": 0}
+        self._last_stats = {"hits": 0, "misses": 0, "local_routes": 0, "balancer_routes": 0}
 
     def step_metrics(self) -> dict[str, float]:
         """Cache metrics over the lookups since the previous call (logged once per step, see
@@ -211,11 +217,16 @@ class CachedAgentLoopManagerTQ(AgentLoopManagerTQ):
         import ray
 
         stats = ray.get([w.mm_cache_stats.remote() for w in self.agent_loop_workers])
-        hits, misses = sum(s["hits"] for s in stats), sum(s["misses"] for s in stats)
-        dh, dm = hits - self._last_stats["hits"], misses - self._last_stats["misses"]
-        self._last_stats = {"hits": hits, "misses": misses}
+        totals = {k: sum(s[k] for s in stats) for k in self._last_stats}
+        delta = {k: totals[k] - self._last_stats[k] for k in totals}
+        self._last_stats = totals
+        metrics = {}
+        routed = delta["local_routes"] + delta["balancer_routes"]
+        if routed:
+            metrics["perf/rollout_local_route_share"] = delta["local_routes"] / routed
+        dh, dm = delta["hits"], delta["misses"]
         if dh + dm == 0:
-            return {}
-        return {"perf/mm_cache_hit_rate": dh / (dh + dm), "perf/mm_processor_passes": float(dm),
+            return metrics
+        return {**metrics, "perf/mm_cache_hit_rate": dh / (dh + dm), "perf/mm_processor_passes": float(dm),
                 "perf/mm_cache_entries": float(sum(s["entries"] for s in stats)),
                 "perf/mm_cache_mb": sum(s["bytes"] for s in stats) / 2**20}
