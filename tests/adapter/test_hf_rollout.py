@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from care_verl.adapter.rollout.hf_rollout import (
+    SAMPLE_INDEX_PARAM,
     HFServer,
     SamplingKey,
     sampled_logprobs,
@@ -149,6 +150,30 @@ def test_sampling_does_not_depend_on_batch_composition_or_arrival(server):
     assert alone == batched == again
     other = asyncio.run(sample([0]))[0].token_ids
     assert other != alone  # different prompts draw different samples
+
+
+def test_a_groups_samples_keep_their_numbers_whatever_the_arrival_order(server):
+    """verl's agent-loop workers tag each of a prompt's G requests with its number in the group
+    (SAMPLE_INDEX_PARAM): sample i draws the same tokens whichever order the G requests arrive in,
+    so a resumed step puts each response back in its row (CARE breaks ties by row). Without the
+    tag, requests are numbered by arrival, and the responses swap rows."""
+    item = generate_item("bars", 1, 0, "train", 5)
+    prompt = _prompt(server, "What is the height of the tallest bar?", item.image)
+    params = {"temperature": 1.0}
+
+    async def group(order, tagged=True):
+        server.prompt_occurrences.clear()  # what a weight sync does
+        outs = await asyncio.gather(*[
+            server.generate(f"s{i}", prompt, {**params, SAMPLE_INDEX_PARAM: i} if tagged else dict(params),
+                            image_data=[item.image]) for i in order])
+        return {i: out.token_ids for i, out in zip(order, outs)}
+
+    forward, backward = asyncio.run(group([0, 1, 2, 3])), asyncio.run(group([3, 2, 1, 0]))
+    assert forward == backward
+    assert len({tuple(t) for t in forward.values()}) == 4  # each number draws its own sample
+    untagged_fwd, untagged_back = asyncio.run(group([0, 1, 2, 3], False)), asyncio.run(group([3, 2, 1, 0], False))
+    assert untagged_fwd != untagged_back  # arrival numbering: the same samples, in other rows
+    assert sorted(map(tuple, untagged_fwd.values())) == sorted(map(tuple, untagged_back.values()))
 
 
 def test_top_k_one_is_greedy(server):

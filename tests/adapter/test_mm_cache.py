@@ -79,7 +79,7 @@ def make_batch(rows, n=N):
     prompts = [copy.deepcopy(r) for r in rows for _ in range(n)]
     non_tensors = {
         "raw_prompt": np.array([r["raw_prompt"] for r in prompts] + [None], dtype=object)[:-1],
-        "index": np.arange(len(prompts)),
+        "index": np.repeat(np.arange(len(rows)), n),  # as verl's batch.repeat(interleave=True) leaves it
     }
     return DataProto.from_dict(non_tensors=non_tensors, meta_info={"global_steps": 1})
 
@@ -143,9 +143,9 @@ def cached(setup):
 def group_order(out, n=N):
     """Row order with each prompt's n rollouts sorted by their response tokens.
 
-    Which rollout of a group draws which sample depends on the order the requests reach the server
-    (the hf server seeds a request by its content and occurrence count, like a vLLM engine's
-    arrival order), and the cache changes that order inside a group; the set of rows does not change.
+    The hf server seeds a request by its content and a number: in the stock path the order the
+    requests reach the server (like a vLLM engine's arrival order), in the cached path the request's
+    number in its group. So the two paths draw the same samples, in other rows of a group.
     """
     responses = out.batch["responses"].tolist()
     order = []

@@ -37,6 +37,11 @@ logger = logging.getLogger(__name__)
 from care_verl.models.special_tokens import eos_token_ids, suppressed_token_ids
 from care_verl.adapter.tools.faults import REQUEST_ID_KWARG, rollout_server_faults
 
+# Sampling-parameter key our agent-loop workers add: the rollout's number within its prompt's group
+# (verl's session_id / rollout_n). The hf server seeds on it, so sample i of a prompt draws the same
+# tokens whatever order the G requests arrive in; vLLM never sees it (hf runtime only).
+SAMPLE_INDEX_PARAM = "care_sample_index"
+
 
 def server_actor_name(replica_rank: int) -> str:
     """Ray actor name of a replica's server; the job id keeps concurrent jobs apart."""
@@ -145,6 +150,7 @@ class _Request:
     key: SamplingKey
     seed: Optional[int]
     future: asyncio.Future
+    sample_index: Optional[int] = None
 
 
 class HFServer:
@@ -194,7 +200,7 @@ class HFServer:
         self.model_lock: Optional[asyncio.Lock] = None
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self.batches_run = 0
-        self.prompt_occurrences: dict[str, int] = {}
+        self.prompt_occurrences: dict[Any, int] = {}
 
     @staticmethod
     def _load_model(model_path: str, is_vl: bool):
@@ -287,7 +293,9 @@ class HFServer:
         budget = self.prompt_length + self.response_length - len(prompt_ids)
         key = sampling_key(params, max(1, min(self.response_length, budget)))
         future = asyncio.get_running_loop().create_future()
-        self.queue.append(_Request(list(prompt_ids), image_data or None, key, params.get("seed"), future))
+        sample_index = params.get(SAMPLE_INDEX_PARAM)
+        self.queue.append(_Request(list(prompt_ids), image_data or None, key, params.get("seed"), future,
+                                   None if sample_index is None else int(sample_index)))
         self.wakeup.set()
         token_ids, log_probs, hit_eos = await future
         return TokenOutput(
@@ -369,11 +377,21 @@ class HFServer:
             seeds = []
             for r in reqs:
                 identity = request_identity(r.prompt_ids, r.images)
-                occurrence = self.prompt_occurrences.get(identity, 0)
-                self.prompt_occurrences[identity] = occurrence + 1
-                # Occurrences are counted per replica, and verl spreads a prompt's n copies over the
-                # replicas: without the replica in the seed, replicas would draw the same samples.
-                seed_identity = f"{identity}@replica{self.replica_rank}" if self.replica_rank else identity
+                if r.sample_index is not None:
+                    # Sample i of a prompt: the seed arrival number i would get on one replica, but
+                    # the same on every launch and replica in any arrival order, so a resumed step
+                    # gets each response back in its row (CARE's ties, e.g. two anchors of equal think
+                    # length, go to the lower row). The count separates a prompt seen twice in a step.
+                    repeat = self.prompt_occurrences.get((identity, r.sample_index), 0)
+                    self.prompt_occurrences[(identity, r.sample_index)] = repeat + 1
+                    seed_identity = f"{identity}#repeat{repeat}" if repeat else identity
+                    occurrence = r.sample_index
+                else:
+                    occurrence = self.prompt_occurrences.get(identity, 0)
+                    self.prompt_occurrences[identity] = occurrence + 1
+                    # Occurrences are counted per replica, and verl spreads a prompt's n copies over
+                    # the replicas: without the replica in the seed, replicas would draw the same samples.
+                    seed_identity = f"{identity}@replica{self.replica_rank}" if self.replica_rank else identity
                 seeds.append(r.seed if r.seed is not None else request_seed(self.seed, version, seed_identity,
                                                                             occurrence))
             gen_kwargs["logits_processor"] = [SeededSampler(seeds, key.temperature, key.top_p, key.top_k)]

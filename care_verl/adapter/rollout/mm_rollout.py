@@ -43,6 +43,7 @@ from verl.trainer.ppo.v1.agent_loop_tq import AgentLoopManagerTQ, AgentLoopWorke
 from verl.utils.rollout_trace import rollout_trace_attr
 
 from care_verl.adapter.rollout import mm_cache
+from care_verl.adapter.rollout.hf_rollout import SAMPLE_INDEX_PARAM
 from care_verl.adapter.rollout.mm_cache import media_features, media_key, prompt_key
 from care_verl.adapter.rollout.rollout_config import AGENT_NAME, MANAGER_FQN  # noqa: F401  (re-exported)
 from care_verl.adapter.rollout.routing import single_replica_client
@@ -160,6 +161,12 @@ class MMCacheWorkerMixin:
         return loop
 
     async def _run_agent_loop(self, sampling_params, trajectory, *, agent_name, trace=True, **kwargs):
+        if self.config.actor_rollout_ref.rollout.name == "hf":  # vLLM would reject an unknown key
+            # The rollout's number in its group: verl's TransferQueue path passes session_id, the
+            # other path numbers the repeated rows (agent_loop.py:1151-1170).
+            index = kwargs.get("session_id", trajectory.get("rollout_n"))
+            if index is not None:
+                sampling_params = {**sampling_params, SAMPLE_INDEX_PARAM: int(index)}
         if agent_name != AGENT_NAME:
             return await super()._run_agent_loop(sampling_params, trajectory, agent_name=agent_name, trace=trace,
                                                  **kwargs)
