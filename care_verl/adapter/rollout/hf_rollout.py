@@ -108,8 +108,9 @@ def request_identity(prompt_ids: list[int], images: Optional[list[Any]]) -> str:
 def request_seed(base_seed: int, version: int, identity: str, occurrence: int) -> int:
     """A request's sampling seed from what it is, not from when it arrived or what it was batched with.
 
-    Identical requests (the n rollouts of one prompt) are told apart by their occurrence number;
-    they are exchangeable, so which one draws which sample does not change any group statistic.
+    Identical requests (the n rollouts of one prompt) are told apart by ``occurrence``: the
+    request's number in its group when the agent-loop worker sends it (``SAMPLE_INDEX_PARAM``), so
+    sample i lands in row i on every launch; else the arrival count at this server.
     """
     digest = hashlib.blake2b(repr((base_seed, version, identity, occurrence)).encode(), digest_size=8)
     return int.from_bytes(digest.digest(), "little") & ((1 << 63) - 1)
