@@ -4,7 +4,8 @@ Both sides do the same work on the same tiny Qwen2.5-VL, data and lengths:
 
 - **verl**: ``python -m care_verl.main +recipe=demo_cpu`` for N steps (no validation, no
   checkpoint); mean ``timing_s/step`` and per-stage ``timing_s/*`` over steps 3..N. Run once per
-  variant (``--variants cached,stock``: ``care.rollout.mm_cache`` true/false).
+  variant (``--variants cached,stock``: ``care.rollout.mm_cache`` true/false; ``bf16``: cached with
+  verl's default bf16 mixed precision instead of the cpu runtime's fp32).
 - **bare**: one PyTorch/transformers loop: the processor once per prompt, ``generate`` of
   train_batch_size x n responses (<= max_response_length tokens, sampled), one old-log-prob
   forward over them, and one PPO-clip update per mini-batch (AdamW). Mean over steps 3..N.
@@ -29,7 +30,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 STAGES = ("gen", "old_log_prob", "ref", "adv", "care_advantage", "care_rgr", "update_actor", "update_weights",
           "step")
-VARIANTS = {"cached": ["care.rollout.mm_cache=true"], "stock": ["care.rollout.mm_cache=false"]}
+# bf16: verl's default FSDP mixed precision (bf16 autocast) instead of the cpu runtime's fp32.
+BF16 = [f"actor_rollout_ref.{role}.fsdp_config.mixed_precision.param_dtype=bf16" for role in ("actor", "ref")]
+VARIANTS = {"cached": ["care.rollout.mm_cache=true"], "stock": ["care.rollout.mm_cache=false"],
+            "bf16": ["care.rollout.mm_cache=true", *BF16]}
 
 
 def verl_run(steps: int, extra: list[str]) -> list[dict]:

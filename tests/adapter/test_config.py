@@ -41,6 +41,26 @@ def test_cpu_runtime_is_selected_automatically(tiny_config):
     assert c.ray_kwargs.ray_init.num_gpus == c.trainer.n_gpus_per_node
 
 
+FP32 = {"param_dtype": "fp32", "reduce_dtype": "fp32", "buffer_dtype": "fp32"}
+
+
+def test_cpu_runtime_trains_in_fp32_and_gpu_keeps_verls_bf16(no_accelerator):
+    """verl's FSDP engines compute in bf16 unless ``mixed_precision`` says otherwise
+    (transformer_impl.py:391-403); on a CPU without AVX512-BF16 that is 12x slower than fp32
+    (benchmarks/RESULTS.md), so the cpu runtime sets fp32 for the actor, reference and critic. The
+    e2e tests' 1e-4 rollout-vs-actor log-prob bound fails with a bf16 actor (0.034 measured)."""
+    from omegaconf import OmegaConf
+
+    cpu = build_config([*REPO_ARGS, "runtime=cpu"])
+    for engine in (cpu.actor_rollout_ref.actor.fsdp_config, cpu.actor_rollout_ref.ref.fsdp_config, cpu.critic.fsdp):
+        assert OmegaConf.to_container(engine.mixed_precision) == FP32
+    gpu = build_config([*REPO_ARGS, "runtime=gpu", "trainer.n_gpus_per_node=1"])
+    assert gpu.actor_rollout_ref.actor.fsdp_config.get("mixed_precision") is None  # verl's default: bf16
+    # a user can still ask for bf16 on CPU (e.g. a CPU with AMX)
+    bf16 = build_config([*REPO_ARGS, "runtime=cpu", "actor_rollout_ref.actor.fsdp_config.mixed_precision.param_dtype=bf16"])
+    assert bf16.actor_rollout_ref.actor.fsdp_config.mixed_precision.param_dtype == "bf16"
+
+
 def test_command_line_beats_recipe_beats_runtime():
     c = build_config([*REPO_ARGS, "data.train_batch_size=8", "actor_rollout_ref.rollout.agent.num_workers=2"])
     assert c.data.train_batch_size == 8
