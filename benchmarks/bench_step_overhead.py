@@ -50,8 +50,9 @@ def verl_run(steps: int, extra: list[str]) -> list[dict]:
     return [by_step[s] for s in sorted(by_step) if s >= 3]
 
 
-def bare_loop(steps: int) -> list[float]:
-    """Per-step seconds of the bare loop (steps 3..N)."""
+def bare_loop(steps: int, parts: dict | None = None) -> list[float]:
+    """Per-step seconds of the bare loop (steps 3..N); ``parts`` collects per-part seconds
+    (``gen``, ``old_log_prob``, ``update_actor``) of the same steps, to set beside verl's stages."""
     import torch
     from transformers import AutoModelForImageTextToText
     from verl.utils.dataset.rl_dataset import RLHFDataset
@@ -95,6 +96,7 @@ def bare_loop(steps: int) -> list[float]:
         grid = reps(enc["image_grid_thw"])
         ids, mask = reps(enc["input_ids"]), reps(enc["attention_mask"])
         model.eval()
+        marks = [time.perf_counter()]
         with torch.no_grad():
             out = model.generate(input_ids=ids, attention_mask=mask, pixel_values=pixel_values, image_grid_thw=grid,
                                  mm_token_type_ids=(ids == image_token).long(), do_sample=True, temperature=1.0,
@@ -114,8 +116,10 @@ def bare_loop(steps: int) -> list[float]:
             lp = torch.log_softmax(logits[:, ids.shape[1] - 1:-1].float(), -1)
             return lp.gather(-1, resp[sl].unsqueeze(-1)).squeeze(-1)
 
+        marks.append(time.perf_counter())
         with torch.no_grad():
             old = logprobs()
+        marks.append(time.perf_counter())
         reward = torch.randn(len(full))  # the reward's value does not change the step's cost
         adv = (reward.view(batch, n) - reward.view(batch, n).mean(1, keepdim=True)).view(-1)
         model.train()
@@ -130,9 +134,13 @@ def bare_loop(steps: int) -> list[float]:
             optim.zero_grad()
             loss.backward()
             optim.step()
-        elapsed = time.perf_counter() - start
+        marks.append(time.perf_counter())
+        elapsed = marks[-1] - start
         if step >= 3:
             times.append(elapsed)
+            if parts is not None:
+                for name, (a, b) in zip(("gen", "old_log_prob", "update_actor"), zip(marks, marks[1:])):
+                    parts.setdefault(name, []).append(b - a)
     return times
 
 
@@ -146,8 +154,10 @@ def main() -> None:
     print(f"load average at start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     bare = None
     if not args.skip_bare:  # first, so a broken bare loop shows before minutes of verl runs
-        bare = statistics.mean(bare_loop(args.steps))
-        print(f"bare HF loop step (steps 3..{args.steps}): {bare:.3f} s", flush=True)
+        parts: dict = {}
+        bare = statistics.mean(bare_loop(args.steps, parts))
+        split = ", ".join(f"{k} {statistics.mean(v):.3f}" for k, v in parts.items())
+        print(f"bare HF loop step (steps 3..{args.steps}): {bare:.3f} s ({split})", flush=True)
     results = {}
     for name in [v for v in args.variants.split(",") if v]:
         rows = verl_run(args.steps, VARIANTS[name])

@@ -61,6 +61,17 @@ def test_cpu_runtime_trains_in_fp32_and_gpu_keeps_verls_bf16(no_accelerator):
     assert bf16.actor_rollout_ref.actor.fsdp_config.mixed_precision.param_dtype == "bf16"
 
 
+def test_cpu_runtime_skips_gradient_checkpointing_and_gpu_keeps_it(no_accelerator):
+    """Recomputing the tiny CPU models' activations cost 15 % of the demo's actor update
+    (benchmarks/RESULTS.md); GPU recipes train real models and keep verl's checkpointing."""
+    cpu = build_config([*REPO_ARGS, "runtime=cpu"])
+    assert cpu.actor_rollout_ref.model.enable_gradient_checkpointing is False
+    gpu = build_config([*REPO_ARGS, "runtime=gpu", "trainer.n_gpus_per_node=1"])
+    assert gpu.actor_rollout_ref.model.enable_gradient_checkpointing is True
+    on = build_config([*REPO_ARGS, "runtime=cpu", "actor_rollout_ref.model.enable_gradient_checkpointing=true"])
+    assert on.actor_rollout_ref.model.enable_gradient_checkpointing is True
+
+
 def test_command_line_beats_recipe_beats_runtime():
     c = build_config([*REPO_ARGS, "data.train_batch_size=8", "actor_rollout_ref.rollout.agent.num_workers=2"])
     assert c.data.train_batch_size == 8
