@@ -55,7 +55,7 @@ def tiny_cpu_run(tmp_path_factory):
     return proc, run_dir
 
 
-def _care_run(tmp_path_factory, name: str, *overrides: str):
+def _care_run(tmp_path_factory, name: str, *overrides: str, env: dict | None = None):
     run_dir = tmp_path_factory.mktemp(name)
     args = [
         "+recipe=tiny_cpu_care",
@@ -63,7 +63,7 @@ def _care_run(tmp_path_factory, name: str, *overrides: str):
         f"care.events_jsonl={run_dir}/care_events.jsonl",
         *overrides,
     ]
-    return run_main(args, run_dir), run_dir
+    return run_main(args, run_dir, env=env), run_dir
 
 
 @pytest.fixture(scope="session")
@@ -71,8 +71,10 @@ def care_rgr_run(tmp_path_factory):
     """2 CARE steps with RGR on; even prompts give mixed groups, odd prompts all-failed ones."""
     # fixed log-prob micro-batches of 4 (actor) and 16 (reference: the whole batch of 16 rows): RGR's
     # log-prob recompute sends only the replaced rows to each, not the whole batch
+    # $CARE_VERL_FIELD_PARITY: each step's old and reference log-probs also computed with every
+    # TransferQueue field and dumped (care_verl/adapter/step/worker_fields.py)
     return _care_run(tmp_path_factory, "care_rgr_run", "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=4",
-                     "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu=16")
+                     "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu=16", env={"CARE_VERL_FIELD_PARITY": "1"})
 
 
 @pytest.fixture(scope="session")

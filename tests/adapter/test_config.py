@@ -72,6 +72,21 @@ def test_cpu_runtime_skips_gradient_checkpointing_and_gpu_keeps_it(no_accelerato
     assert on.actor_rollout_ref.model.enable_gradient_checkpointing is True
 
 
+def test_worker_field_selection_picks_the_trainer_mode_and_its_switch_restores_verls():
+    """GRPO-family runs get care_verl's sync trainer with slim worker calls (CARE's trainer has it
+    built in); ``care.rollout.select_worker_fields=false`` leaves verl's own ``sync`` trainer."""
+    from care_verl.adapter.step.care_settings import care_settings_from_config
+
+    assert build_config(REPO_ARGS).trainer.v1.trainer_mode == "care_verl_sync"
+    off = build_config([*REPO_ARGS, "care.rollout.select_worker_fields=false"])
+    assert off.trainer.v1.trainer_mode == "sync"
+    care_off = build_config(["+recipe=tiny_cpu_care", "care.rollout.select_worker_fields=false"])
+    assert care_off.trainer.v1.trainer_mode == "care_sync"
+    assert care_settings_from_config(care_off).rollout.select_worker_fields is False
+    with pytest.raises(ConfigError, match="care.rollout.select_worker_fields must be true or false"):
+        build_config([*REPO_ARGS, "care.rollout.select_worker_fields=maybe"])
+
+
 def test_command_line_beats_recipe_beats_runtime():
     c = build_config([*REPO_ARGS, "data.train_batch_size=8", "actor_rollout_ref.rollout.agent.num_workers=2"])
     assert c.data.train_batch_size == 8

@@ -68,7 +68,8 @@ def test_baselines_differ_from_care_only_in_the_algorithm(model, local_parquet):
     for suffix in ("_grpo", "_dapo", "_gspo"):
         base = _compose(model + suffix, local_parquet)
         assert base.algorithm.adv_estimator == "grpo"
-        assert base.trainer.v1.trainer_mode == "sync"
+        # verl's sync trainer, with worker calls that fetch only the fields workers read
+        assert base.trainer.v1.trainer_mode == "care_verl_sync"
         assert base.data.train_batch_size == care.data.train_batch_size
         assert base.actor_rollout_ref.rollout.n == care.actor_rollout_ref.rollout.n
         assert base.actor_rollout_ref.model.path == care.actor_rollout_ref.model.path

@@ -246,3 +246,29 @@ def test_embeddings_cost_no_extra_forward(care_no_rgr_run, tiny_cpu_run):
     assert grpo_proc.returncode == 0
     assert _forwards(care_dir) == _forwards(grpo_dir)
     assert _forwards(care_dir)[0] > 0
+
+
+def test_worker_calls_without_driver_only_fields_compute_the_same(care, run_dir):
+    """care.rollout.select_worker_fields (default on) sends the actor and reference workers every
+    stored field except the driver-only ones. Under $CARE_VERL_FIELD_PARITY the trainer repeats each
+    step's old-log-prob and reference calls with every field: old and reference log-probs, entropy
+    and reasoning embeddings are bit-identical, and the selected call really went without the
+    driver-only fields that were stored (so the check is not vacuous)."""
+    from care_verl.adapter.step.worker_fields import DRIVER_ONLY_FIELDS
+
+    checked = 0
+    for step in (1, 2):
+        for call, outputs in (("old", ("old_log_probs", "entropy", EMBED_KEY)), ("ref", ("ref_log_prob",))):
+            dump = load_rows(run_dir, step, f"all_fields_{call}")
+            sent, stored = set(dump["fields_sent"]), set(dump["fields_stored"])
+            skipped = stored & set(DRIVER_ONLY_FIELDS)
+            assert {"raw_prompt", "extra_fields", "reward_model"} <= skipped, sorted(stored)
+            assert sent == stored - skipped, (sorted(sent), sorted(stored))
+            assert "multi_modal_inputs" in sent and "input_ids" in sent
+            for name in outputs:
+                selected, every = dump[f"selected_{name}"], dump[f"all_{name}"]
+                assert len(selected) == len(every) == BATCH_ROWS
+                for i in range(BATCH_ROWS):
+                    assert torch.equal(torch.as_tensor(selected[i]), torch.as_tensor(every[i])), (step, call, name, i)
+            checked += 1
+    assert checked == 4

@@ -93,13 +93,16 @@ def prepare_config(config: DictConfig) -> DictConfig:
         data_cache = cache_root() / "data"
         for key in ("train_files", "val_files"):
             config.data[key] = _resolve_files(config.data.get(key), data_cache)
-        if config.algorithm.adv_estimator == "care":
-            from care_verl.adapter.step.trainer_mode import CARE_TRAINER_MODE
+        from care_verl.adapter.rollout.rollout_config import apply_rollout_settings, rollout_settings
+        from care_verl.adapter.step.trainer_mode import CARE_TRAINER_MODE, WORKER_FIELDS_TRAINER_MODE
 
-            # CARE's steps live in care_verl's v1 trainer; the estimator name selects it.
-            if config.trainer.v1.trainer_mode == "sync":
+        if config.trainer.v1.trainer_mode == "sync":
+            if config.algorithm.adv_estimator == "care":
+                # CARE's steps live in care_verl's v1 trainer; the estimator name selects it.
                 config.trainer.v1.trainer_mode = CARE_TRAINER_MODE
-        from care_verl.adapter.rollout.rollout_config import apply_rollout_settings
+            elif config.trainer.get("use_v1", False) and rollout_settings(config).select_worker_fields:
+                # other estimators: verl's sync trainer with slimmer worker calls (adapter/step/worker_fields.py)
+                config.trainer.v1.trainer_mode = WORKER_FIELDS_TRAINER_MODE
 
         apply_rollout_settings(config)  # care.rollout.*: the cached multimodal agent loop by default
         if "run" in config and config.run.get("dir"):

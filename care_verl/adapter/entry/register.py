@@ -40,6 +40,7 @@ def register_all() -> None:
     register_embedding_engines()
     _register_care_estimator()
     import care_verl.adapter.step.trainer  # noqa: F401  (registers trainer.v1.trainer_mode=care_sync)
+    import care_verl.adapter.step.worker_fields  # noqa: F401  (registers trainer.v1.trainer_mode=care_verl_sync)
 
 
 def _care_estimator_outside_care_trainer(*args, **kwargs):

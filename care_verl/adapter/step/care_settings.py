@@ -65,13 +65,20 @@ class RgrSettings:
 
 @dataclass(frozen=True)
 class RolloutSettings:
-    """How rollouts are built (care_verl/adapter/rollout/mm_rollout.py); applies to every recipe, not only CARE."""
+    """How rollouts are built (care_verl/adapter/rollout/mm_rollout.py) and handed to the workers; applies to
+    every recipe, not only CARE."""
 
     mm_cache: bool = field(default=True, metadata=_help("One HF processor pass per prompt (cached per worker); "
                                                          "false: verl's stock agent loop (two passes per rollout)."))
     mm_cache_entries: int = field(default=256, metadata=_help("Processor results kept per agent-loop worker (LRU)."))
     mm_cache_max_mb: int = field(default=1024, metadata=_help("Tensor megabytes the cache may hold per worker "
                                                                "(a 1024-px image's pixel_values are ~23 MB)."))
+    select_worker_fields: bool = field(
+        default=True,
+        metadata=_help("Old-log-prob, reference and update calls fetch only the fields workers read (not the "
+                       "prompt text, chat messages or reward metadata; adapter/step/worker_fields.py); "
+                       "false: every field, as verl does."),
+    )
 
 
 @dataclass(frozen=True)
@@ -134,6 +141,8 @@ def rollout_settings_from_dict(raw: dict[str, Any] | None) -> RolloutSettings:
     rollout = _build(RolloutSettings, dict(raw or {}), "care.rollout")
     if not isinstance(rollout.mm_cache, bool):
         raise ValueError(f"care.rollout.mm_cache must be true or false, got {rollout.mm_cache!r}")
+    if not isinstance(rollout.select_worker_fields, bool):
+        raise ValueError(f"care.rollout.select_worker_fields must be true or false, got {rollout.select_worker_fields!r}")
     if not isinstance(rollout.mm_cache_entries, int) or rollout.mm_cache_entries < 1:
         raise ValueError(f"care.rollout.mm_cache_entries must be an integer >= 1, got {rollout.mm_cache_entries!r}")
     if not isinstance(rollout.mm_cache_max_mb, int) or rollout.mm_cache_max_mb < 1:

@@ -26,12 +26,12 @@ import transfer_queue as tq
 from tensordict import TensorDict
 
 from verl.trainer.ppo.v1.trainer_base import register_trainer
-from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
 from verl.workers.utils.padding import response_to_nested
 
 from care_verl.adapter.step.care_settings import care_settings_from_config
 from care_verl.adapter.step import row_dump
 from care_verl.adapter.step.embeddings import EMBED_FLAG, EMBED_KEY, POOL_FIELD, check_embeddings
+from care_verl.adapter.step.worker_fields import WorkerFieldsTrainer
 from care_verl.reflection import content_key
 from care_verl.core import (
     SpanTags,
@@ -147,17 +147,13 @@ def verifier_accuracy(infos: list[dict]) -> torch.Tensor:
 
 
 @register_trainer(TRAINER_MODE)
-class CarePPOTrainer(PPOTrainerSync):
-    """verl's synchronous v1 trainer with CARE advantages, embeddings and RGR."""
+class CarePPOTrainer(WorkerFieldsTrainer):
+    """verl's synchronous v1 trainer with CARE advantages, embeddings and RGR (and worker calls that
+    fetch only the fields workers read, :mod:`care_verl.adapter.step.worker_fields`)."""
+
+    PARITY_OLD_FIELDS = (*WorkerFieldsTrainer.PARITY_OLD_FIELDS, EMBED_KEY)
 
     def __init__(self, config):
-        from omegaconf import open_dict
-
-        # verl's v1 trainer compares its mode *name* with "sync" to pick the replay buffer, the
-        # refill policy and checkpoint contents (trainer_base.py:153,731,902,1004,1499). The class
-        # is already chosen by now, so behave exactly as verl's sync trainer from here on.
-        with open_dict(config):
-            config.trainer.v1.trainer_mode = "sync"
         super().__init__(config)
         self.care = care_settings_from_config(config)
         self._span_tags = None
