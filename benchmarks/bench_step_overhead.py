@@ -5,7 +5,9 @@ Both sides do the same work on the same tiny Qwen2.5-VL, data and lengths:
 - **verl**: ``python -m care_verl.main +recipe=demo_cpu`` for N steps (no validation, no
   checkpoint); mean ``timing_s/step`` and per-stage ``timing_s/*`` over steps 3..N. Run once per
   variant (``--variants cached,stock``: ``care.rollout.mm_cache`` true/false; ``bf16``: cached with
-  verl's default bf16 mixed precision instead of the cpu runtime's fp32).
+  verl's default bf16 mixed precision instead of the cpu runtime's fp32; ``allfields``: cached with
+  ``care.rollout.select_worker_fields=false``). A variant may be named twice (``cached,allfields,
+  cached,allfields``: an interleaved A/B, each run its own column).
 - **bare**: one PyTorch/transformers loop: the processor once per prompt, ``generate`` of
   train_batch_size x n responses (<= max_response_length tokens, sampled), one old-log-prob
   forward over them, and one PPO-clip update per mini-batch (AdamW). Mean over steps 3..N.
@@ -33,7 +35,8 @@ STAGES = ("gen", "old_log_prob", "ref", "adv", "care_advantage", "care_rgr", "up
 # bf16: verl's default FSDP mixed precision (bf16 autocast) instead of the cpu runtime's fp32.
 BF16 = [f"actor_rollout_ref.{role}.fsdp_config.mixed_precision.param_dtype=bf16" for role in ("actor", "ref")]
 VARIANTS = {"cached": ["care.rollout.mm_cache=true"], "stock": ["care.rollout.mm_cache=false"],
-            "bf16": ["care.rollout.mm_cache=true", *BF16]}
+            "bf16": ["care.rollout.mm_cache=true", *BF16],
+            "allfields": ["care.rollout.mm_cache=true", "care.rollout.select_worker_fields=false"]}
 
 
 def verl_run(steps: int, extra: list[str]) -> list[dict]:
@@ -161,9 +164,11 @@ def main() -> None:
     results = {}
     for name in [v for v in args.variants.split(",") if v]:
         rows = verl_run(args.steps, VARIANTS[name])
-        results[name] = {s: statistics.mean(r.get(f"timing_s/{s}", 0.0) for r in rows) for s in STAGES}
-        results[name]["mm_cache_hit_rate"] = statistics.mean(r.get("perf/mm_cache_hit_rate", 0.0) for r in rows)
-        results[name]["mm_processor_passes"] = statistics.mean(r.get("perf/mm_processor_passes", 0.0) for r in rows)
+        # a variant named again (interleaved A/B against the box's drift) gets its own column
+        label = name if name not in results else f"{name}#{sum(k.split('#')[0] == name for k in results) + 1}"
+        results[label] = {s: statistics.mean(r.get(f"timing_s/{s}", 0.0) for r in rows) for s in STAGES}
+        results[label]["mm_cache_hit_rate"] = statistics.mean(r.get("perf/mm_cache_hit_rate", 0.0) for r in rows)
+        results[label]["mm_processor_passes"] = statistics.mean(r.get("perf/mm_processor_passes", 0.0) for r in rows)
     names = list(results)
     print(f"verl steps 3..{args.steps}, mean seconds per stage:")
     print(f"{'stage':<22}" + "".join(f"{n:>12}" for n in names))
