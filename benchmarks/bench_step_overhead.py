@@ -10,7 +10,8 @@ Both sides do the same work on the same tiny Qwen2.5-VL, data and lengths:
   cached,allfields``: an interleaved A/B, each run its own column).
 - **bare**: one PyTorch/transformers loop: the processor once per prompt, ``generate`` of
   train_batch_size x n responses (<= max_response_length tokens, sampled), one old-log-prob
-  forward over them, and one PPO-clip update per mini-batch (AdamW). Mean over steps 3..N.
+  forward over them, a reference forward when the recipe has a KL loss (``--bare-no-ref``: without),
+  and one PPO-clip (+ KL) update per mini-batch (AdamW). Mean over steps 3..N.
 
 The last line is ``verl step / bare step = X.XX`` (first variant). Run it alone on the machine:
 
@@ -53,9 +54,12 @@ def verl_run(steps: int, extra: list[str]) -> list[dict]:
     return [by_step[s] for s in sorted(by_step) if s >= 3]
 
 
-def bare_loop(steps: int, parts: dict | None = None) -> list[float]:
+def bare_loop(steps: int, parts: dict | None = None, ref: bool = True) -> list[float]:
     """Per-step seconds of the bare loop (steps 3..N); ``parts`` collects per-part seconds
-    (``gen``, ``old_log_prob``, ``update_actor``) of the same steps, to set beside verl's stages."""
+    (``gen``, ``old_log_prob``, ``ref``, ``update_actor``) of the same steps, to set beside verl's stages.
+
+    ``ref``: when the recipe has a KL loss (``demo_cpu``: low_var_kl, 0.01), also one no-grad forward
+    of a frozen copy of the initial weights and the KL term in the loss, as verl does."""
     import torch
     from transformers import AutoModelForImageTextToText
     from verl.utils.dataset.rl_dataset import RLHFDataset
@@ -76,6 +80,8 @@ def bare_loop(steps: int, parts: dict | None = None) -> list[float]:
     data.filter_overlong_prompts = False
     dataset = RLHFDataset([data.train_files], tok, data, processor=processor)
     model = AutoModelForImageTextToText.from_pretrained(path)
+    kl_coef = float(arr.actor.kl_loss_coef) if (ref and arr.actor.use_kl_loss) else 0.0
+    ref_model = AutoModelForImageTextToText.from_pretrained(path).eval() if kl_coef else None
     optim = torch.optim.AdamW(model.parameters(), lr=float(arr.actor.optim.lr))
     image_token = model.config.image_token_id
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
@@ -110,10 +116,10 @@ def bare_loop(steps: int, parts: dict | None = None) -> list[float]:
         resp_mask = torch.cumprod((resp != pad).long(), dim=1)
         full_mask = torch.cat([mask, resp_mask], dim=1)
 
-        def logprobs(sl=slice(None)):
+        def logprobs(sl=slice(None), net=model):
             rows = range(len(full))[sl]
             x = full[sl]
-            logits = model(input_ids=x, attention_mask=full_mask[sl],
+            logits = net(input_ids=x, attention_mask=full_mask[sl],
                            pixel_values=torch.cat([row_pixels[i] for i in rows]), image_grid_thw=grid[sl],
                            mm_token_type_ids=(x == image_token).long()).logits
             lp = torch.log_softmax(logits[:, ids.shape[1] - 1:-1].float(), -1)
@@ -122,6 +128,10 @@ def bare_loop(steps: int, parts: dict | None = None) -> list[float]:
         marks.append(time.perf_counter())
         with torch.no_grad():
             old = logprobs()
+        marks.append(time.perf_counter())
+        if ref_model is not None:
+            with torch.no_grad():
+                ref_lp = logprobs(net=ref_model)
         marks.append(time.perf_counter())
         reward = torch.randn(len(full))  # the reward's value does not change the step's cost
         adv = (reward.view(batch, n) - reward.view(batch, n).mean(1, keepdim=True)).view(-1)
@@ -134,6 +144,10 @@ def bare_loop(steps: int, parts: dict | None = None) -> list[float]:
             m = resp_mask[sl].float()
             a = adv[sl].unsqueeze(1)
             loss = -(torch.min(ratio * a, ratio.clamp(0.8, 1.2) * a) * m).sum() / m.sum()
+            if ref_model is not None:  # low_var_kl, as verl's kl_penalty
+                log_ratio = (ref_lp[sl] - new).clamp(-20, 20)
+                kl = (torch.exp(log_ratio) - log_ratio - 1).clamp(-10, 10)
+                loss = loss + kl_coef * (kl * m).sum() / m.sum()
             optim.zero_grad()
             loss.backward()
             optim.step()
@@ -142,7 +156,7 @@ def bare_loop(steps: int, parts: dict | None = None) -> list[float]:
         if step >= 3:
             times.append(elapsed)
             if parts is not None:
-                for name, (a, b) in zip(("gen", "old_log_prob", "update_actor"), zip(marks, marks[1:])):
+                for name, (a, b) in zip(("gen", "old_log_prob", "ref", "update_actor"), zip(marks, marks[1:])):
                     parts.setdefault(name, []).append(b - a)
     return times
 
@@ -152,13 +166,15 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--variants", default="cached,stock", help="comma list of: " + ",".join(VARIANTS))
     parser.add_argument("--skip-bare", action="store_true")
+    parser.add_argument("--bare-no-ref", action="store_true",
+                        help="bare loop without the reference forward and KL term (as before 2026-12-06)")
     args = parser.parse_args()
     load = os.getloadavg()
     print(f"load average at start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     bare = None
     if not args.skip_bare:  # first, so a broken bare loop shows before minutes of verl runs
         parts: dict = {}
-        bare = statistics.mean(bare_loop(args.steps, parts))
+        bare = statistics.mean(bare_loop(args.steps, parts, ref=not args.bare_no_ref))
         split = ", ".join(f"{k} {statistics.mean(v):.3f}" for k, v in parts.items())
         print(f"bare HF loop step (steps 3..{args.steps}): {bare:.3f} s ({split})", flush=True)
     results = {}
