@@ -18,6 +18,7 @@ import re
 import sys
 from pathlib import Path
 
+import psutil
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from care_verl.adapter.entry.validate import ConfigError
@@ -57,7 +58,10 @@ def compose_config(argv: list[str]) -> DictConfig:
 
 FORWARDED_ENV = ("VERL_PLATFORM", "TOKENIZERS_PARALLELISM", "WANDB_MODE", "VERL_FILE_LOGGER_PATH",
                  "TENSORBOARD_DIR", "WANDB_DIR", "CARE_VERL_CACHE", "CARE_VERL_FORWARD_LOG", "CARE_VERL_ROW_DUMP",
-                 "CARE_VERL_FIELD_PARITY", "CARE_VERL_INJECT_FAULTS", "CARE_VERIFIER_WORKERS", "CARE_VERIFIER_TIMEOUT_S", "CARE_VERIFIER_GRADER")
+                 "CARE_VERL_FIELD_PARITY", "TQ_NUM_THREADS", "CARE_VERL_INJECT_FAULTS", "CARE_VERIFIER_WORKERS", "CARE_VERIFIER_TIMEOUT_S", "CARE_VERIFIER_GRADER")
+
+
+TQ_DEFAULT_THREADS = 8  # transfer_queue's TQ_NUM_THREADS default (client.py:42, storage/simple_storage.py:73)
 
 
 def configure_environment(config: DictConfig) -> None:
@@ -71,6 +75,11 @@ def configure_environment(config: DictConfig) -> None:
         # only the CPU runtime; an explicit runtime=gpu from a GPU-less head must not turn workers to CPU
         os.environ.setdefault("VERL_PLATFORM", "cpu")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    cores = psutil.cpu_count(logical=False) or 1
+    if cores < TQ_DEFAULT_THREADS:
+        # TransferQueue asks for 8 threads per put/get and logs a warning each time a machine has
+        # fewer cores (transfer_queue/utils/common.py:102): hundreds of lines a second on a laptop.
+        os.environ.setdefault("TQ_NUM_THREADS", str(cores))
     from care_verl.adapter.entry.trackers import choose_wandb_mode
 
     notice = choose_wandb_mode(config.trainer.logger)  # online when logged in, else offline
