@@ -182,3 +182,41 @@ def test_top_k_one_is_greedy(server):
     greedy = asyncio.run(server.generate("g", prompt, {"temperature": 0.0}, image_data=[item.image]))
     top1 = asyncio.run(server.generate("t", prompt, {"temperature": 1.0, "top_k": 1}, image_data=[item.image]))
     assert greedy.token_ids == top1.token_ids
+
+
+def _staggered(server, count: int, gap_s: float) -> tuple[int, int]:
+    """``count`` requests sent ``gap_s`` apart; returns (batches run, responses received)."""
+    item = generate_item("bars", 1, 0, "train", 7)
+    prompt = _prompt(server, "What is the height of the tallest bar?", item.image)
+
+    async def go():
+        before = server.batches_run
+
+        async def later(i):
+            await asyncio.sleep(i * gap_s)
+            return await server.generate(f"w{i}", prompt, {"temperature": 1.0, SAMPLE_INDEX_PARAM: i},
+                                         image_data=[item.image])
+
+        outs = await asyncio.gather(*[later(i) for i in range(count)])
+        return server.batches_run - before, sum(1 for o in outs if o.token_ids)
+
+    return asyncio.run(go())
+
+
+def test_requests_arriving_with_short_gaps_decode_in_one_batch(server):
+    """A step's requests reach the server tens of ms apart (the first rollout of each new prompt
+    runs the image processor first). The server waits for the arrivals to pause instead of a fixed
+    20 ms, which split the CPU demo's steps into two decodes (benchmarks/RESULTS.md, issue 13)."""
+    assert server.batch_quiet_s > 0.03
+    assert _staggered(server, 4, 0.03) == (1, 4)
+
+
+def test_a_steady_trickle_of_requests_is_not_held_back_forever(server):
+    quiet, cap = server.batch_quiet_s, server.batch_max_wait_s
+    server.batch_quiet_s, server.batch_max_wait_s = 0.05, 0.1
+    try:
+        batches, answered = _staggered(server, 8, 0.03)  # arrivals never pause for 50 ms over 0.24 s
+    finally:
+        server.batch_quiet_s, server.batch_max_wait_s = quiet, cap
+    assert answered == 8
+    assert batches >= 2  # the first batch started at the 0.1 s cap, not after the last arrival

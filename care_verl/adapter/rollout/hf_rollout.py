@@ -43,6 +43,15 @@ from care_verl.adapter.tools.faults import REQUEST_ID_KWARG, rollout_server_faul
 SAMPLE_INDEX_PARAM = "care_sample_index"
 
 
+# Batching window of the server: a batch starts once no request arrived for BATCH_QUIET_S, or
+# BATCH_MAX_WAIT_S after the first one (a steady trickle must not hold the batch forever). Measured
+# on the CPU demo: a step's 64 requests arrive with gaps up to ~40 ms (benchmarks/RESULTS.md).
+# $CARE_VERL_HF_BATCH_QUIET_S / $CARE_VERL_HF_BATCH_MAX_WAIT_S override them (0.02 / 0.02: the old
+# fixed 20 ms pause).
+BATCH_QUIET_S = 0.05
+BATCH_MAX_WAIT_S = 0.5
+
+
 def server_actor_name(replica_rank: int) -> str:
     """Ray actor name of a replica's server; the job id keeps concurrent jobs apart."""
     job_id = ray.get_runtime_context().get_job_id()
@@ -201,6 +210,10 @@ class HFServer:
         self.model_lock: Optional[asyncio.Lock] = None
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self.batches_run = 0
+        self.batch_quiet_s = float(os.environ.get("CARE_VERL_HF_BATCH_QUIET_S", BATCH_QUIET_S))
+        self.batch_max_wait_s = float(os.environ.get("CARE_VERL_HF_BATCH_MAX_WAIT_S", BATCH_MAX_WAIT_S))
+        if not (self.batch_quiet_s > 0 and self.batch_max_wait_s > 0):
+            raise ValueError("CARE_VERL_HF_BATCH_QUIET_S and CARE_VERL_HF_BATCH_MAX_WAIT_S must be > 0 seconds")
         self.prompt_occurrences: dict[Any, int] = {}
 
     @staticmethod
@@ -306,11 +319,23 @@ class HFServer:
             extra_fields={"global_steps": self.global_steps, "finish_reason": "stop" if hit_eos else "length"},
         )
 
+    async def _gather_arrivals(self) -> None:
+        """Wait until requests stop arriving (no new one for ``batch_quiet_s``), at most ``batch_max_wait_s``.
+
+        A step's requests reach the server over tens to hundreds of ms (the first rollout of each new
+        prompt runs the image processor before it sends, its siblings wait for that). A fixed 20 ms
+        pause started a generate for the first few, and the rest waited a whole generate for the
+        next batch: two decodes per step, 0.2-0.5 s of the CPU demo's step (benchmarks/RESULTS.md)."""
+        waited, seen = 0.0, -1
+        while len(self.queue) != seen and waited < self.batch_max_wait_s:
+            seen = len(self.queue)
+            await asyncio.sleep(self.batch_quiet_s)
+            waited += self.batch_quiet_s
+
     async def _batch_loop(self):
         while True:
             await self.wakeup.wait()
-            # A short pause lets the agent loop's concurrent requests for a step arrive together.
-            await asyncio.sleep(0.02)
+            await self._gather_arrivals()
             self.wakeup.clear()
             pending, self.queue = self.queue, []
             groups: dict[SamplingKey, list[_Request]] = {}
