@@ -44,11 +44,12 @@ SAMPLE_INDEX_PARAM = "care_sample_index"
 
 
 # Batching window of the server: a batch starts once no request arrived for BATCH_QUIET_S, or
-# BATCH_MAX_WAIT_S after the first one (a steady trickle must not hold the batch forever). Measured
-# on the CPU demo: a step's 64 requests arrive with gaps up to ~40 ms (benchmarks/RESULTS.md).
-# $CARE_VERL_HF_BATCH_QUIET_S / $CARE_VERL_HF_BATCH_MAX_WAIT_S override them (0.02 / 0.02: the old
-# fixed 20 ms pause).
-BATCH_QUIET_S = 0.05
+# BATCH_MAX_WAIT_S after the first one (a steady trickle must not hold the batch forever). 20 ms as
+# the old fixed pause, so a burst that has ended costs no more than before; a 50 ms window merged
+# more of the CPU demo's arrivals but added its wait to every decode, RGR's included, and made the
+# demo's step slower (benchmarks/RESULTS.md). $CARE_VERL_HF_BATCH_QUIET_S /
+# $CARE_VERL_HF_BATCH_MAX_WAIT_S override them (0.02 / 0.02: the old fixed pause).
+BATCH_QUIET_S = 0.02
 BATCH_MAX_WAIT_S = 0.5
 
 
