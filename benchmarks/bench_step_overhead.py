@@ -37,7 +37,8 @@ STAGES = ("gen", "old_log_prob", "ref", "adv", "care_advantage", "care_rgr", "up
 BF16 = [f"actor_rollout_ref.{role}.fsdp_config.mixed_precision.param_dtype=bf16" for role in ("actor", "ref")]
 VARIANTS = {"cached": ["care.rollout.mm_cache=true"], "stock": ["care.rollout.mm_cache=false"],
             "bf16": ["care.rollout.mm_cache=true", *BF16],
-            "allfields": ["care.rollout.mm_cache=true", "care.rollout.select_worker_fields=false"]}
+            "allfields": ["care.rollout.mm_cache=true", "care.rollout.select_worker_fields=false"],
+            "rewardactor": ["care.rollout.mm_cache=true", "care.rollout.local_reward=false"]}
 
 
 def verl_run(steps: int, extra: list[str]) -> list[dict]:

@@ -79,5 +79,6 @@ def care_rgr_run(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def care_no_rgr_run(tmp_path_factory):
-    """2 CARE steps with RGR off (for the forward-pass count against GRPO)."""
-    return _care_run(tmp_path_factory, "care_no_rgr_run", "care.rgr.mode=off")
+    """2 CARE steps with RGR off (for the forward-pass count against GRPO); rewards through verl's
+    reward actors (care.rollout.local_reward=false) so that path stays exercised."""
+    return _care_run(tmp_path_factory, "care_no_rgr_run", "care.rgr.mode=off", "care.rollout.local_reward=false")

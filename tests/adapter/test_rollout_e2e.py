@@ -30,3 +30,22 @@ def test_one_replica_is_routed_without_the_balancer_in_the_real_loop(tiny_cpu_ru
     steps = [e["data"] for e in metrics_of(run_dir) if "training/global_step" in e["data"]]
     assert len(steps) >= 2
     assert [m["perf/rollout_local_route_share"] for m in steps] == [1.0] * len(steps)
+
+
+@pytest.mark.e2e
+def test_rewards_are_scored_in_the_agent_loop_worker_or_by_verls_actors_when_switched_off(
+        tiny_cpu_run, care_no_rgr_run, metrics_of):
+    """Default: every rollout's reward is computed in the agent-loop worker (one local call per row,
+    validation rows counted in the step after them); ``care.rollout.local_reward=false`` (the
+    shared no-RGR CARE run) sends them to verl's reward actors again, and they still reach the batch."""
+    proc, run_dir = tiny_cpu_run
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    steps = [e["data"] for e in metrics_of(run_dir) if "training/global_step" in e["data"]]
+    rows = 4 * 4  # tiny_cpu: train_batch_size x rollout.n
+    assert steps and all(m["perf/reward_local_calls"] >= rows for m in steps)
+    proc, off_dir = care_no_rgr_run
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    off = [e["data"] for e in metrics_of(off_dir) if "training/global_step" in e["data"]]
+    assert off and all(m["perf/reward_local_calls"] == 0 for m in off)
+    # the mixed-groups reward solves even prompts whose response has a digit: scores differ within a step
+    assert any(m["critic/score/max"] > m["critic/score/min"] for m in off)

@@ -23,6 +23,8 @@ Here (all through extension points verl has, no patch):
   so one instance serves concurrent rollouts; other agent loops are still built per rollout.
 - With one rollout replica the workers route requests to it locally instead of two Ray calls per
   rollout to verl's load-balancer actor (:mod:`care_verl.adapter.rollout.routing`).
+- A rule-based reward is computed in the worker, not by a Ray call per rollout to verl's reward
+  actors (:mod:`care_verl.adapter.rollout.local_reward`; ``care.rollout.local_reward``).
 
 ``care.rollout.mm_cache=false`` restores verl's stock agent loop and worker.
 """
@@ -44,6 +46,7 @@ from verl.utils.rollout_trace import rollout_trace_attr
 
 from care_verl.adapter.rollout import mm_cache
 from care_verl.adapter.rollout.hf_rollout import SAMPLE_INDEX_PARAM
+from care_verl.adapter.rollout.local_reward import LocalRewardHandle, local_reward_applies
 from care_verl.adapter.rollout.mm_cache import media_features, media_key, prompt_key
 from care_verl.adapter.rollout.rollout_config import AGENT_NAME, MANAGER_FQN  # noqa: F401  (re-exported)
 from care_verl.adapter.rollout.routing import single_replica_client
@@ -113,6 +116,11 @@ class MMCacheWorkerMixin:
         entries = int(rollout.get("mm_cache_entries", DEFAULT_MAX_ENTRIES))
         max_mb = rollout.get("mm_cache_max_mb", DEFAULT_MAX_MB)
         self.mm_cache = mm_cache.install_worker_cache(entries, None if max_mb is None else int(max_mb) << 20)
+        # verl passes reward actor handles only when it scores rollouts as they finish (agent_loop.py:969)
+        self.local_reward = None
+        if self.reward_loop_worker_handles is not None and local_reward_applies(self.config):
+            self.local_reward = LocalRewardHandle(self.config)
+            self.reward_loop_worker_handles = [self.local_reward]
 
     def _mm_cache_key(self, output) -> Optional[tuple]:
         data = output.multi_modal_data or {}
@@ -201,7 +209,8 @@ class _CachedAgentLoopWorkerTQ(MMCacheWorkerMixin, _TQWorkerBase):
         s = self.mm_cache.stats
         return {"hits": s.hits, "misses": s.misses, "evictions": s.evictions, "entries": len(self.mm_cache),
                 "bytes": self.mm_cache.bytes, "local_routes": getattr(self.llm_client, "local_routes", 0),
-                "balancer_routes": getattr(self.llm_client, "balancer_routes", 0)}
+                "balancer_routes": getattr(self.llm_client, "balancer_routes", 0),
+                "local_reward_calls": self.local_reward.calls if self.local_reward is not None else 0}
 
 
 def _remote_worker_class():
@@ -216,7 +225,7 @@ class CachedAgentLoopManagerTQ(AgentLoopManagerTQ):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.agent_loop_workers_class = _remote_worker_class()
-        self._last_stats = {"hits": 0, "misses": 0, "local_routes": 0, "balancer_routes": 0}
+        self._last_stats = {"hits": 0, "misses": 0, "local_routes": 0, "balancer_routes": 0, "local_reward_calls": 0}
 
     def step_metrics(self) -> dict[str, float]:
         """Cache metrics over the lookups since the previous call (logged once per step, see
@@ -227,7 +236,7 @@ class CachedAgentLoopManagerTQ(AgentLoopManagerTQ):
         totals = {k: sum(s[k] for s in stats) for k in self._last_stats}
         delta = {k: totals[k] - self._last_stats[k] for k in totals}
         self._last_stats = totals
-        metrics = {}
+        metrics = {"perf/reward_local_calls": float(delta["local_reward_calls"])}
         routed = delta["local_routes"] + delta["balancer_routes"]
         if routed:
             metrics["perf/rollout_local_route_share"] = delta["local_routes"] / routed

@@ -79,6 +79,12 @@ class RolloutSettings:
                        "prompt text, chat messages or reward metadata; adapter/step/worker_fields.py); "
                        "false: every field, as verl does."),
     )
+    local_reward: bool = field(
+        default=True,
+        metadata=_help("A rule-based reward is computed in the agent-loop worker with verl's own reward worker "
+                       "class (adapter/rollout/local_reward.py), not by a Ray call per rollout; needs mm_cache; "
+                       "false: verl's reward actors."),
+    )
 
 
 @dataclass(frozen=True)
@@ -143,6 +149,8 @@ def rollout_settings_from_dict(raw: dict[str, Any] | None) -> RolloutSettings:
         raise ValueError(f"care.rollout.mm_cache must be true or false, got {rollout.mm_cache!r}")
     if not isinstance(rollout.select_worker_fields, bool):
         raise ValueError(f"care.rollout.select_worker_fields must be true or false, got {rollout.select_worker_fields!r}")
+    if not isinstance(rollout.local_reward, bool):
+        raise ValueError(f"care.rollout.local_reward must be true or false, got {rollout.local_reward!r}")
     if not isinstance(rollout.mm_cache_entries, int) or rollout.mm_cache_entries < 1:
         raise ValueError(f"care.rollout.mm_cache_entries must be an integer >= 1, got {rollout.mm_cache_entries!r}")
     if not isinstance(rollout.mm_cache_max_mb, int) or rollout.mm_cache_max_mb < 1:
