@@ -6,7 +6,8 @@ Both sides do the same work on the same tiny Qwen2.5-VL, data and lengths:
   checkpoint); mean ``timing_s/step`` and per-stage ``timing_s/*`` over steps 3..N. Run once per
   variant (``--variants cached,stock``: ``care.rollout.mm_cache`` true/false; ``bf16``: cached with
   verl's default bf16 mixed precision instead of the cpu runtime's fp32; ``allfields``: cached with
-  ``care.rollout.select_worker_fields=false``). A variant may be named twice (``cached,allfields,
+  ``care.rollout.select_worker_fields=false``; ``rewardactor``: cached with
+  ``care.rollout.local_reward=false``). A variant may be named twice (``cached,allfields,
   cached,allfields``: an interleaved A/B, each run its own column).
 - **bare**: one PyTorch/transformers loop: the processor once per prompt, ``generate`` of
   train_batch_size x n responses (<= max_response_length tokens, sampled), one old-log-prob
