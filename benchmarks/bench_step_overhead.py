@@ -39,7 +39,9 @@ BF16 = [f"actor_rollout_ref.{role}.fsdp_config.mixed_precision.param_dtype=bf16"
 VARIANTS = {"cached": ["care.rollout.mm_cache=true"], "stock": ["care.rollout.mm_cache=false"],
             "bf16": ["care.rollout.mm_cache=true", *BF16],
             "allfields": ["care.rollout.mm_cache=true", "care.rollout.select_worker_fields=false"],
-            "rewardactor": ["care.rollout.mm_cache=true", "care.rollout.local_reward=false"]}
+            "rewardactor": ["care.rollout.mm_cache=true", "care.rollout.local_reward=false"],
+            "agents1": ["care.rollout.mm_cache=true", "actor_rollout_ref.rollout.agent.num_workers=1"],
+            "agents2": ["care.rollout.mm_cache=true", "actor_rollout_ref.rollout.agent.num_workers=2"]}
 
 
 def verl_run(steps: int, extra: list[str]) -> list[dict]:

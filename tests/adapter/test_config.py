@@ -88,9 +88,9 @@ def test_worker_field_selection_picks_the_trainer_mode_and_its_switch_restores_v
 
 
 def test_command_line_beats_recipe_beats_runtime():
-    c = build_config([*REPO_ARGS, "data.train_batch_size=8", "actor_rollout_ref.rollout.agent.num_workers=2"])
+    c = build_config([*REPO_ARGS, "data.train_batch_size=8", "actor_rollout_ref.rollout.agent.num_workers=3"])
     assert c.data.train_batch_size == 8
-    assert c.actor_rollout_ref.rollout.agent.num_workers == 2
+    assert c.actor_rollout_ref.rollout.agent.num_workers == 3
     gpu = build_config([*REPO_ARGS, "runtime=gpu", "trainer.n_gpus_per_node=1"])
     assert gpu.actor_rollout_ref.rollout.name == "vllm"
 

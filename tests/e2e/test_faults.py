@@ -155,3 +155,32 @@ def test_a_dead_ray_worker_stops_the_run_with_a_clear_message(tmp_path):
     assert stopped_after < 120, stopped_after
     assert "care_verl: a Ray worker died" in log, log[-3000:]
     assert max(steps_logged(run_dir)) < 50
+
+
+def test_a_broken_rollout_engine_stops_the_run_naming_the_rollout_error(tmp_path):
+    """The hf rollout server raises for every request (``rollout_generate``): every prompt group
+    fails, verl stops with its own "no materializable trajectories" message, and care_verl must add
+    the rollout's error (exit status 4, docs/reliability.md) instead of leaving it in a worker's log."""
+    run_dir = tmp_path / "broken_rollout"
+    run_dir.mkdir()
+    (run_dir / "rollout_errors.log").write_text("### rollout error 1 (stale, from an earlier launch)\n")
+    env = dict(os.environ, CARE_VERL_INJECT_FAULTS="rollout_generate")
+    args = [sys.executable, "-m", "care_verl.main", "+recipe=tiny_cpu", "trainer.val_before_train=false",
+            "trainer.test_freq=-1", "trainer.save_freq=-1", "trainer.total_training_steps=2", f"run.dir={run_dir}"]
+    proc = launch(args, run_dir, env=env)
+    try:
+        rc = proc.wait(timeout=400)  # a hang fails here
+    finally:
+        kill_leftovers(run_dir)
+        if proc.poll() is None:
+            proc.kill()
+    log = (run_dir / "launch.log").read_text(errors="replace")
+    assert rc == 4, log[-4000:]
+    tail = log[log.rfind("care_verl: the run stopped after rollouts raised"):]
+    assert "care_verl: the run stopped after rollouts raised" in log, log[-4000:]
+    assert "InjectedFault: injected fault 'rollout_generate'" in tail, tail
+    assert str(run_dir / "rollout_errors.log") in tail
+    record = (run_dir / "rollout_errors.log").read_text()
+    assert "stale" not in record  # cleared at launch
+    assert "hf_rollout.py" in record  # the traceback reaches into the server's generate
+    assert not steps_logged(run_dir)

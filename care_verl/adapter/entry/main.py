@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+import traceback
 from pathlib import Path
 
 import psutil
@@ -87,6 +88,9 @@ def configure_environment(config: DictConfig) -> None:
         print(notice, flush=True)
     run_dir = Path(config.run.dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    from care_verl.adapter.rollout import rollout_errors
+
+    rollout_errors.clear(str(run_dir))  # the record is per launch
     os.environ["VERL_FILE_LOGGER_PATH"] = str(run_dir / "metrics.jsonl")
     os.environ.setdefault("TENSORBOARD_DIR", str(run_dir / "tensorboard"))
     os.environ.setdefault("WANDB_DIR", str(run_dir))
@@ -168,7 +172,12 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         died = ray_worker_death(exc)
         if died is None:
-            raise
+            rollout_failure = _rollout_failure_message(config.run.dir)
+            if rollout_failure is None:
+                raise
+            traceback.print_exc()
+            print(rollout_failure, file=sys.stderr)
+            return 4
         print(f"care_verl: a Ray worker died ({type(died).__name__}): {first_line(died)}\n"
               f"care_verl: the run stopped. Relaunch the same command to resume from the last checkpoint "
               f"under {config.run.dir}/checkpoints (trainer.resume_mode=auto); the worker's own log is in "
@@ -178,6 +187,23 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"care_verl: run finished.\n{where_outputs(config)}")
     return 0
+
+
+def _rollout_failure_message(run_dir: str) -> str | None:
+    """What to tell the user when rollouts raised in a run that then stopped with an error (verl's own
+    message, e.g. "no materializable trajectories", does not name the rollout's error)."""
+    from care_verl.adapter.rollout import rollout_errors
+
+    found = rollout_errors.first_error(run_dir)
+    if found is None:
+        return None
+    first, recorded = found
+    path = rollout_errors.log_path(run_dir)
+    return (f"care_verl: the run stopped after rollouts raised ({recorded} recorded"
+            f"{', the first ' + str(rollout_errors.MAX_RECORDED) + ' per worker' if recorded >= rollout_errors.MAX_RECORDED else ''}; "
+            f"a prompt group whose rollouts fail has nothing to train on).\n"
+            f"care_verl: first {first}\n"
+            f"care_verl: tracebacks in {path}; fix the rollout (model, rollout engine, data) and relaunch.")
 
 
 def _hydra_errors_as_config_errors(fn):

@@ -23,6 +23,8 @@ Here (all through extension points verl has, no patch):
   so one instance serves concurrent rollouts; other agent loops are still built per rollout.
 - With one rollout replica the workers route requests to it locally instead of two Ray calls per
   rollout to verl's load-balancer actor (:mod:`care_verl.adapter.rollout.routing`).
+- A rollout that raises is recorded in ``<run.dir>/rollout_errors.log``, so a run that stops because
+  every group failed names the cause (:mod:`care_verl.adapter.rollout.rollout_errors`).
 - A rule-based reward is computed in the worker, not by a Ray call per rollout to verl's reward
   actors (:mod:`care_verl.adapter.rollout.local_reward`; ``care.rollout.local_reward``).
 
@@ -48,6 +50,7 @@ from care_verl.adapter.rollout import mm_cache
 from care_verl.adapter.rollout.hf_rollout import SAMPLE_INDEX_PARAM
 from care_verl.adapter.rollout.local_reward import LocalRewardHandle, local_reward_applies
 from care_verl.adapter.rollout.mm_cache import media_features, media_key, prompt_key
+from care_verl.adapter.rollout.rollout_errors import RolloutErrorLog
 from care_verl.adapter.rollout.rollout_config import AGENT_NAME, MANAGER_FQN  # noqa: F401  (re-exported)
 from care_verl.adapter.rollout.routing import single_replica_client
 
@@ -116,6 +119,7 @@ class MMCacheWorkerMixin:
         entries = int(rollout.get("mm_cache_entries", DEFAULT_MAX_ENTRIES))
         max_mb = rollout.get("mm_cache_max_mb", DEFAULT_MAX_MB)
         self.mm_cache = mm_cache.install_worker_cache(entries, None if max_mb is None else int(max_mb) << 20)
+        self.rollout_errors = RolloutErrorLog((self.config.get("run", {}) or {}).get("dir"))
         # verl passes reward actor handles only when it scores rollouts as they finish (agent_loop.py:969)
         self.local_reward = None
         if self.reward_loop_worker_handles is not None and local_reward_applies(self.config):
@@ -169,6 +173,14 @@ class MMCacheWorkerMixin:
         return loop
 
     async def _run_agent_loop(self, sampling_params, trajectory, *, agent_name, trace=True, **kwargs):
+        try:
+            return await self._run_agent_loop_cached(sampling_params, trajectory, agent_name=agent_name, trace=trace,
+                                                     **kwargs)
+        except Exception as exc:  # verl logs it in this worker's log only and marks the group failed
+            self.rollout_errors.record(exc, f"prompt {kwargs.get('uid', trajectory.get('sample_index'))}")
+            raise
+
+    async def _run_agent_loop_cached(self, sampling_params, trajectory, *, agent_name, trace=True, **kwargs):
         if self.config.actor_rollout_ref.rollout.name == "hf":  # vLLM would reject an unknown key
             # The rollout's number in its group: verl's TransferQueue path passes session_id, the
             # other path numbers the repeated rows (agent_loop.py:1151-1170).

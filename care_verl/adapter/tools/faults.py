@@ -8,6 +8,8 @@ the hf rollout server) turns a point on, at every step or only at training step 
   counted in ``rgr/failed_generation``.
 - ``rgr_hang``: the hf rollout server never answers RGR requests (a stuck engine); RGR must give
   up after ``care.rgr.generate_timeout_s`` and count them in ``rgr/timed_out_generation``.
+- ``rollout_generate``: the hf rollout server raises for every request (a broken engine); the run
+  must stop with the rollout's error named (``care_verl.adapter.rollout.rollout_errors``).
 
 Unset (the default) every point is a no-op string lookup.
 """
@@ -55,8 +57,12 @@ def rgr_request_step(request_id: str) -> int | None:
 
 
 async def rollout_server_faults(request_id: str | None) -> None:
-    """The rollout server's injection points, for RGR requests only (a no-op when none is set)."""
-    if not active() or not request_id:
+    """The rollout server's injection points (a no-op when none is set): ``rollout_generate`` for every
+    request, the ``rgr_*`` ones for RGR requests only."""
+    if not active():
+        return
+    maybe_fail("rollout_generate", "in the rollout server")
+    if not request_id:
         return
     step = rgr_request_step(request_id)
     if step is None:
