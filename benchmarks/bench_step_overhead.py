@@ -7,7 +7,8 @@ Both sides do the same work on the same tiny Qwen2.5-VL, data and lengths:
   variant (``--variants cached,stock``: ``care.rollout.mm_cache`` true/false; ``bf16``: cached with
   verl's default bf16 mixed precision instead of the cpu runtime's fp32; ``allfields``: cached with
   ``care.rollout.select_worker_fields=false``; ``rewardactor``: cached with
-  ``care.rollout.local_reward=false``). A variant may be named twice (``cached,allfields,
+  ``care.rollout.local_reward=false``; ``agents1``/``agents2``: one / two agent-loop workers;
+  ``engine1thread``: the FSDP engine on one torch thread, as Ray starts it). A variant may be named twice (``cached,allfields,
   cached,allfields``: an interleaved A/B, each run its own column).
 - **bare**: one PyTorch/transformers loop: the processor once per prompt, ``generate`` of
   train_batch_size x n responses (<= max_response_length tokens, sampled), one old-log-prob
@@ -41,7 +42,9 @@ VARIANTS = {"cached": ["care.rollout.mm_cache=true"], "stock": ["care.rollout.mm
             "allfields": ["care.rollout.mm_cache=true", "care.rollout.select_worker_fields=false"],
             "rewardactor": ["care.rollout.mm_cache=true", "care.rollout.local_reward=false"],
             "agents1": ["care.rollout.mm_cache=true", "actor_rollout_ref.rollout.agent.num_workers=1"],
-            "agents2": ["care.rollout.mm_cache=true", "actor_rollout_ref.rollout.agent.num_workers=2"]}
+            "agents2": ["care.rollout.mm_cache=true", "actor_rollout_ref.rollout.agent.num_workers=2"],
+            # the FSDP engine on one torch thread, as Ray starts it (patches.patch_cpu_engine_threads)
+            "engine1thread": ["care.rollout.mm_cache=true", "env:CARE_VERL_ENGINE_THREADS=1"]}
 
 
 def verl_run(steps: int, extra: list[str]) -> list[dict]:
@@ -49,7 +52,12 @@ def verl_run(steps: int, extra: list[str]) -> list[dict]:
     cmd = [sys.executable, "-m", "care_verl.main", "+recipe=demo_cpu", f"trainer.total_training_steps={steps}",
            "trainer.save_freq=-1", "trainer.test_freq=-1", "trainer.val_before_train=false", *extra,
            f"run.dir={run_dir}"]
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    env = dict(os.environ)
+    for item in [x for x in cmd if x.startswith("env:")]:  # a variant's environment, not a config override
+        key, _, value = item[len("env:"):].partition("=")
+        env[key] = value
+    cmd = [x for x in cmd if not x.startswith("env:")]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         print(proc.stdout[-2000:], proc.stderr[-4000:])
         raise SystemExit(f"verl run failed: {' '.join(cmd)}")

@@ -175,3 +175,63 @@ def test_verls_logprob_entry_point_uses_the_chunked_path():
         verl_functional.logprobs_from_logits_v2 = patched
     assert len(calls) == 1
     assert torch.allclose(out, torch.log_softmax(logits, -1).gather(-1, labels[:, None]).squeeze(-1), atol=1e-6)
+
+
+def test_ray_starts_actors_on_one_torch_thread():
+    """What patch_cpu_engine_threads works around: an actor placed as verl places its FSDP workers
+    (a {"CPU": 3, "GPU": 1} bundle, no num_cpus of its own) gets OMP_NUM_THREADS=1 from Ray."""
+    proc = _run("""
+        import os
+        os.environ.pop("OMP_NUM_THREADS", None)
+        import ray
+        from ray.util.placement_group import placement_group
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+        ray.init(num_cpus=8, num_gpus=1, include_dashboard=False)
+        pg = placement_group([{"CPU": 3, "GPU": 1}]); ray.get(pg.ready())
+
+        @ray.remote
+        class Probe:
+            def threads(self):
+                import torch
+                return torch.get_num_threads()
+
+        probe = Probe.options(scheduling_strategy=PlacementGroupSchedulingStrategy(placement_group=pg)).remote()
+        print("actor threads", ray.get(probe.threads.remote()))
+        ray.shutdown()
+    """)
+    assert "actor threads 1" in proc.stdout, proc.stdout + proc.stderr[-2000:]
+
+
+def test_cpu_engine_threads_share_the_cores_among_local_ranks(monkeypatch):
+    import psutil
+
+    from care_verl.adapter.runtime.patches import ENGINE_THREADS_ENV, cpu_engine_threads
+
+    cores = psutil.cpu_count(logical=False) or 1
+    for name in (ENGINE_THREADS_ENV, "LOCAL_WORLD_SIZE", "WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    assert cpu_engine_threads() == cores
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert cpu_engine_threads() == max(1, cores // 2)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", str(4 * cores))  # more ranks than cores: still one thread each
+    assert cpu_engine_threads() == 1
+    monkeypatch.setenv(ENGINE_THREADS_ENV, "3")
+    assert cpu_engine_threads() == 3
+
+
+@pytest.mark.skipif(not NO_GPU, reason="the patch applies only without an accelerator")
+def test_fsdp_engine_init_sets_the_threads():
+    """verl's ``FSDPEngine.__init__`` is wrapped, and the wrapper's call sets the process's torch threads
+    (the shared tiny_cpu run checks it in the real worker: tests/adapter/test_rollout_e2e.py)."""
+    proc = _run("""
+        import os, torch
+        import verl  # loads the care_verl plugin and its patches
+        from verl.workers.engine.fsdp.transformer_impl import FSDPEngine
+        from care_verl.adapter.runtime.patches import apply_cpu_engine_threads
+        assert getattr(FSDPEngine.__init__, "__care_verl_patched__", False)
+        os.environ["CARE_VERL_ENGINE_THREADS"] = "3"
+        torch.set_num_threads(1)
+        apply_cpu_engine_threads()
+        print("threads", torch.get_num_threads())
+    """)
+    assert "threads 3" in proc.stdout and "uses 3 torch threads" in proc.stdout, proc.stdout + proc.stderr[-3000:]

@@ -49,3 +49,19 @@ def test_rewards_are_scored_in_the_agent_loop_worker_or_by_verls_actors_when_swi
     assert off and all(m["perf/reward_local_calls"] == 0 for m in off)
     # the mixed-groups reward solves even prompts whose response has a digit: scores differ within a step
     assert any(m["critic/score/max"] > m["critic/score/min"] for m in off)
+
+
+@pytest.mark.e2e
+def test_the_fsdp_engine_runs_on_the_machines_cores_not_rays_one_thread(tiny_cpu_run):
+    """Ray starts the actor with one torch thread; the CPU runtime gives the FSDP engine's process
+    the physical cores (one rank here; care_verl.adapter.runtime.patches.patch_cpu_engine_threads)."""
+    import psutil
+
+    proc, run_dir = tiny_cpu_run
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    cores = psutil.cpu_count(logical=False) or 1
+    log = (run_dir / "stdout.log").read_text(errors="replace")
+    if cores > 1:
+        assert f"care_verl: FSDP engine on cpu uses {cores} torch threads" in log
+    else:  # Ray's one thread is already the machine's one core
+        assert "FSDP engine on cpu uses" not in log
