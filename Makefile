@@ -22,9 +22,10 @@ demo: $(STAMP)
 	$(PY) -m care_verl.demo
 
 # GRPO / CARE / CARE w/o RGR x 5 seeds, 2 ablations x 3, RGR modes x 3 (hours of CPU; resumes where it stopped).
-# Reuses the demo's SFT model when there is one; COMPARE_ARGS adds options (python -m care_verl.compare --help).
+# Starts from the demo's SFT model when there is one (copied into runs/compare/start_model on the first launch,
+# which later launches reuse); COMPARE_ARGS adds options (python -m care_verl.compare --help).
 compare: $(STAMP)
-	$(PY) -m care_verl.compare $(if $(wildcard runs/demo/sft/model/config.json),--sft-model runs/demo/sft/model) $(COMPARE_ARGS)
+	$(PY) -m care_verl.compare $(if $(wildcard runs/compare/start_model/config.json),,$(if $(wildcard runs/demo/sft/model/config.json),--sft-model runs/demo/sft/model)) $(COMPARE_ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests

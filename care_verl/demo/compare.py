@@ -2,7 +2,9 @@
 
 ``python -m care_verl.compare [--run-dir runs/compare] [--sft-model DIR] [--steps 300] [...]``  (``make compare``)
 
-1. one cold-start SFT model shared by every run (``--sft-model`` reuses one, e.g. the demo's);
+1. one cold-start SFT model shared by every run (``--sft-model`` reuses one, e.g. the demo's), copied
+   into ``<run-dir>/start_model`` on the first launch and fingerprinted, so a later ``make demo`` (which
+   rebuilds ``runs/demo``) cannot change the start model of a sweep that resumes across launches;
 2. the plan (:func:`plan_jobs`): GRPO, CARE and CARE without RGR over ``--seeds`` (5); CARE with
    ``care.region.mode=uniform`` and with ``care.selector=random`` over ``--ablation-seeds`` (3);
    RGR modes promptless / random over ``--rgr-seeds`` (3) for ``--rgr-steps`` (repair = the first
@@ -22,15 +24,18 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
+import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 from care_verl.demo import analysis as A
 from care_verl.demo import stats as S
-from care_verl.demo.stages import RLSettings, SFTSettings, exit_on_sigterm, run_rl_stage, run_sft_stage
+from care_verl.demo.stages import REPO, RLSettings, SFTSettings, exit_on_sigterm, run_rl_stage, run_sft_stage
 
 CARE = ["algorithm.adv_estimator=care", "care.rgr.mode=repair"]
 VARIANTS = {
@@ -51,8 +56,9 @@ BASELINE = "grpo"
 # The paper's RGR success rates (Table: repair cue / promptless / random resampling).
 PAPER_RGR = {"repair": 0.766, "promptless": 0.193, "random": 0.128}
 # Used for the estimate only when no run on disk has measured it (--step-s overrides): seconds per
-# RL step including start-up and evaluations amortized, measured by the demo (docs/demo.md).
-DEFAULT_STEP_S = 10.0
+# RL step with the 500-item evaluations amortized: the demo's 2.46 s step on the AVX-512 box
+# (docs/demo.md, 2026-12-06 night) plus 13 evaluations of ~7 s over 300 steps.
+DEFAULT_STEP_S = 2.8
 STARTUP_S = 90.0
 
 
@@ -61,6 +67,63 @@ def seed_overrides(seed: int) -> list[str]:
     return [f"data.seed={seed}", f"actor_rollout_ref.rollout.seed={seed}", f"care.seed={seed}",
             f"actor_rollout_ref.actor.data_loader_seed={seed}", f"actor_rollout_ref.actor.fsdp_config.seed={seed}",
             f"actor_rollout_ref.ref.fsdp_config.seed={seed}"]
+
+
+def model_fingerprint(model_dir: Path) -> str:
+    """sha256 over the names and bytes of a model directory's files (weights, config, tokenizer)."""
+    h = hashlib.sha256()
+    for f in sorted(p for p in Path(model_dir).rglob("*") if p.is_file()):
+        h.update(str(f.relative_to(model_dir)).encode() + b"\0")
+        with f.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+class StartModelMismatch(ValueError):
+    pass
+
+
+def pin_start_model(root: Path, source: Path, meta: dict) -> tuple[str, str]:
+    """The sweep's start model: ``source`` copied once into ``root/start_model``; returns (path, fingerprint).
+
+    Later launches reuse the copy. A ``source`` whose fingerprint differs from the one the sweep started
+    with is refused (runs from two start models would be pooled as seeds of one variant).
+    """
+    pinned = root / "start_model"
+    fp = model_fingerprint(source)
+    if pinned.exists():
+        recorded = meta.get("sft_model_sha256") or model_fingerprint(pinned)
+        if fp != recorded:
+            raise StartModelMismatch(
+                f"--sft-model {source} (sha256 {fp[:12]}) is not the model this sweep started from "
+                f"({pinned}, sha256 {recorded[:12]}); finished runs would mix two start models. Use a new "
+                f"--run-dir, or leave out --sft-model to go on from {pinned}")
+        return str(pinned), recorded
+    tmp = root / "start_model.partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(source, tmp)
+    tmp.rename(pinned)
+    return str(pinned), fp
+
+
+def code_version(repo: Path) -> str:
+    """``git describe`` of the code that ran a job (``+dirty`` with uncommitted changes), or ``unknown``."""
+    try:
+        out = subprocess.run(["git", "-C", str(repo), "describe", "--always", "--dirty=+dirty"], capture_output=True,
+                             text=True, timeout=10)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def code_versions(root: Path) -> str:
+    """``version (n runs), ...`` over the finished runs' ``wall.json`` (runs of a sweep may span commits)."""
+    counts: dict[str, int] = {}
+    for path in sorted(root.rglob("wall.json")):
+        code = json.loads(path.read_text()).get("code", "unknown")
+        counts[code] = counts.get(code, 0) + 1
+    return ", ".join(f"{c} ({n} run{'s' if n > 1 else ''})" for c, n in counts.items()) or "no finished run"
 
 
 def run_complete(run_dir: Path, steps: int) -> bool:
@@ -247,7 +310,9 @@ def report(root: Path, meta: dict) -> dict:
                                         root / "compare_rgr.png")
     md = [f"# GRPO vs CARE vs CARE without RGR ({meta.get('task', '')})", "",
           f"Command: `{meta.get('command', '')}`", "",
-          f"Start model: {meta.get('sft_model', '')}", "",
+          f"Start model: {meta.get('sft_model', '')} (sha256 {str(meta.get('sft_model_sha256', '?'))[:12]}, "
+          f"copied from {meta.get('sft_source', '?')})", "",
+          f"Code per finished run (`git describe`): {code_versions(root)}", "",
           f"RL steps per run: {steps}; seeds: {seeds}; ablation seeds: {abl_seeds}; RGR-mode seeds: {rgr_seeds} "
           f"({rgr_steps} steps); held-out items: {n_items}", "",
           "## Held-out accuracy (greedy; mean [95 % t-interval] over seeds)", "", markdown_table(stats), "",
@@ -373,9 +438,9 @@ def main(argv: list[str] | None = None) -> int:
                 say(f"  {'done' if run_complete(d, steps) else 'todo'}  {name} seed {seed}: {steps} steps  ({d})")
             return 0
         if args.sft_model:
-            sft_model = str(Path(args.sft_model).resolve())
-        elif meta.get("sft_model") and Path(meta["sft_model"]).exists():
-            sft_model = meta["sft_model"]
+            source = Path(args.sft_model).resolve()
+        elif (root / "start_model").exists():
+            source = root / "start_model"
         else:
             from care_verl.demo.stages import rl_repair_cue
             from care_verl.models import build_tiny_model
@@ -383,8 +448,15 @@ def main(argv: list[str] | None = None) -> int:
             say("[compare] cold-start SFT (shared by every run)")
             sft = run_sft_stage(root / "sft", build_tiny_model("qwen2_5_vl"), (args.task,), args.difficulty,
                                 SFTSettings(cue=rl_repair_cue(args.recipe, extra)), quiet=args.quiet)
-            sft_model = sft["model_dir"]
+            source = Path(sft["model_dir"])
+        try:
+            sft_model, sft_sha = pin_start_model(root, source, meta)
+        except StartModelMismatch as exc:
+            say(f"[compare] {exc}")
+            return 2
+        say(f"[compare] every run starts from {sft_model} (sha256 {sft_sha[:12]}; copied from {meta.get('sft_source', source)})")
         meta = {"task": f"{args.task} (difficulty {args.difficulty})", "sft_model": sft_model,
+                "sft_model_sha256": sft_sha, "sft_source": meta.get("sft_source", str(source)),
                 "command": "python -m care_verl.compare " + " ".join(argv), "steps": args.steps,
                 "seeds": args.seeds, "ablation_seeds": args.ablation_seeds, "rgr_seeds": args.rgr_seeds,
                 "rgr_steps": args.rgr_steps or args.steps, "heldout_n": args.heldout_n, "extra": extra}
@@ -395,10 +467,12 @@ def main(argv: list[str] | None = None) -> int:
             rl = RLSettings(recipe=args.recipe, steps=steps, test_freq=args.test_freq,
                             extra=[*data_overrides(args.task, args.difficulty, args.heldout_n), *overrides, *extra])
             t = time.time()
+            code = code_version(REPO)
             try:
                 run_rl_stage(run_dir, sft_model, rl, desc=f"{i}/{len(jobs)} {name} seed {seed}", quiet=args.quiet,
                              timeout_s=steps * 60 + 1800)
-                (run_dir / "wall.json").write_text(json.dumps({"wall_s": time.time() - t, "steps": steps}))
+                (run_dir / "wall.json").write_text(json.dumps({"wall_s": time.time() - t, "steps": steps,
+                                                               "code": code, "sft_model_sha256": sft_sha}))
                 measured, _ = measured_step_s(root)
                 left = pending_jobs(jobs)
                 say(f"[compare] {i}/{len(jobs)} {name} seed {seed}: {time.time() - t:.0f} s; "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -131,3 +132,52 @@ def test_every_variant_composes_with_the_demo_recipe():
             assert care.region.mode == "uniform"
         if name == "care_random_selector":
             assert care.advantage.selector == "random"
+
+
+def _model(path, weights=b"w0"):
+    path.mkdir(parents=True)
+    (path / "config.json").write_text("{}")
+    (path / "model.safetensors").write_bytes(weights)
+    return path
+
+
+def test_the_start_model_is_copied_once_and_a_different_one_is_refused(tmp_path):
+    root = tmp_path / "sweep"
+    root.mkdir()
+    src = _model(tmp_path / "demo_sft")
+    pinned, sha = C.pin_start_model(root, src, {})
+    assert Path(pinned) == root / "start_model" and sha == C.model_fingerprint(src)
+    assert (Path(pinned) / "model.safetensors").read_bytes() == b"w0"
+    # `make demo` rebuilds its SFT model: the sweep keeps starting from its copy
+    (src / "model.safetensors").write_bytes(b"w1")
+    with pytest.raises(C.StartModelMismatch, match="not the model this sweep started from"):
+        C.pin_start_model(root, src, {"sft_model_sha256": sha})
+    assert (root / "start_model" / "model.safetensors").read_bytes() == b"w0"
+    assert C.pin_start_model(root, root / "start_model", {"sft_model_sha256": sha}) == (pinned, sha)
+    # the fingerprint covers file names as well as bytes
+    other = _model(tmp_path / "renamed", b"w0")
+    (other / "model.safetensors").rename(other / "weights.safetensors")
+    assert C.model_fingerprint(other) != sha
+
+
+def test_main_refuses_a_changed_start_model_before_running_anything(tmp_path, capsys):
+    root = tmp_path / "sweep"
+    root.mkdir()
+    src = _model(tmp_path / "demo_sft")
+    _, sha = C.pin_start_model(root, src, {})
+    (root / "meta.json").write_text(json.dumps({"sft_model": str(root / "start_model"), "sft_model_sha256": sha}))
+    (src / "model.safetensors").write_bytes(b"retrained")
+    rc = C.main(["--run-dir", str(root), "--sft-model", str(src), "--seeds", "0", "--ablation-seeds", "--rgr-seeds",
+                 "--steps", "2", "--variants", "grpo"])
+    assert rc == 2
+    assert "not the model this sweep started from" in capsys.readouterr().out
+    assert not (root / "grpo").exists()
+
+
+def test_code_versions_count_finished_runs_per_commit(tmp_path):
+    for i, code in enumerate(["abc1234", "abc1234", "def5678+dirty"]):
+        d = tmp_path / f"r{i}"
+        d.mkdir()
+        (d / "wall.json").write_text(json.dumps({"wall_s": 1, "steps": 1, "code": code}))
+    assert C.code_versions(tmp_path) == "abc1234 (2 runs), def5678+dirty (1 run)"
+    assert C.code_version(Path(C.REPO)) != "unknown"
