@@ -358,7 +358,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds per RL step for the estimate (default: measured from finished runs on disk)")
     p.add_argument("--report-only", action="store_true")
     p.add_argument("--plan-only", action="store_true", help="print the plan and the time estimate, run nothing")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress bars (the plan, a line per finished run and the report are still printed: "
+                        "for a log file when the sweep runs in the background)")
     return p
 
 
@@ -418,7 +420,9 @@ def main(argv: list[str] | None = None) -> int:
     exit_on_sigterm()
     root = Path(args.run_dir).resolve()
     root.mkdir(parents=True, exist_ok=True)
-    say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, flush=True))
+    def say(*a):
+        print(*a, flush=True)
+
     from care_verl.demo.main import data_overrides
 
     meta_path = root / "meta.json"

@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-freq", type=int, default=RLSettings.test_freq)
     p.add_argument("--val-seed", type=int, default=0,
                    help="seed stream of the RL held-out items: 0 = the reported test split; use another for choosing settings")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--quiet", action="store_true", help="no progress bars (the stage lines and results are still printed)")
     return p
 
 
@@ -128,7 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     tasks = tuple(args.task.split("+"))
     t0 = time.time()
     timings: dict[str, float] = {}
-    say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, flush=True))
+    def say(*a):
+        print(*a, flush=True)
+
 
     from care_verl.models import build_tiny_model
 
