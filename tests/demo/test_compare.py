@@ -180,4 +180,20 @@ def test_code_versions_count_finished_runs_per_commit(tmp_path):
         d.mkdir()
         (d / "wall.json").write_text(json.dumps({"wall_s": 1, "steps": 1, "code": code}))
     assert C.code_versions(tmp_path) == "abc1234 (2 runs), def5678+dirty (1 run)"
-    assert C.code_version(Path(C.REPO)) != "unknown"
+
+
+def test_code_version_names_the_commit_and_uncommitted_changes(tmp_path):
+    import subprocess
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    (repo / "f.txt").write_text("a")
+    subprocess.run([*git, "add", "f.txt"], check=True)
+    subprocess.run([*git, "commit", "-qm", "one"], check=True)
+    head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    assert C.code_version(repo) == head
+    (repo / "f.txt").write_text("b")
+    assert C.code_version(repo) == head + "+dirty"
+    assert C.code_version(tmp_path / "not_a_repo") == "unknown"
