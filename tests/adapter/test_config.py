@@ -87,6 +87,37 @@ def test_worker_field_selection_picks_the_trainer_mode_and_its_switch_restores_v
         build_config([*REPO_ARGS, "care.rollout.select_worker_fields=maybe"])
 
 
+def test_no_reward_actor_starts_when_rewards_are_scored_in_the_agent_loop():
+    """Local rewards (the default) never call verl's reward actors, so none is started; with
+    ``care.rollout.local_reward=false``, a reward model, or verl's stock agent loop, the runtime's
+    count stays (those paths call the actors)."""
+    assert build_config(REPO_ARGS).reward.num_workers == 0
+    from care_verl.adapter.entry.main import compose_config
+    from care_verl.adapter.entry.prepare import prepare_config
+
+    gpu = ["+recipe=qwen25vl_7b", "runtime=gpu"]  # verl starts 8 reward actors there by default
+    assert prepare_config(compose_config(gpu)).reward.num_workers == 0
+    assert prepare_config(compose_config([*gpu, "care.rollout.local_reward=false"])).reward.num_workers == 8
+    assert build_config([*REPO_ARGS, "care.rollout.local_reward=false"]).reward.num_workers == 1
+    assert build_config([*REPO_ARGS, "care.rollout.mm_cache=false"]).reward.num_workers == 1
+    assert build_config([*REPO_ARGS, "reward.reward_model.enable=true"]).reward.num_workers == 1
+    custom = "+actor_rollout_ref.rollout.agent.agent_loop_manager_class=my.Manager"
+    assert build_config([*REPO_ARGS, custom]).reward.num_workers == 1
+
+
+def test_cpu_runtime_starts_ray_without_its_dashboard_or_idle_workers(tiny_config, monkeypatch, tmp_path):
+    from care_verl.adapter.entry.main import configure_environment
+
+    assert tiny_config.ray_kwargs.ray_init.include_dashboard is False
+    assert tiny_config.ray_kwargs.ray_init._system_config.prestart_worker_first_driver is False
+    assert build_config([*REPO_ARGS, "ray_kwargs.ray_init.include_dashboard=true"]).ray_kwargs.ray_init.include_dashboard
+    joined = build_config([*REPO_ARGS, f"run.dir={tmp_path}"])
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")
+    configure_environment(joined)  # a running cluster owns its dashboard; ray.init must not be told
+    assert joined.ray_kwargs.ray_init.include_dashboard is None
+    assert joined.ray_kwargs.ray_init._system_config is None
+
+
 def test_command_line_beats_recipe_beats_runtime():
     c = build_config([*REPO_ARGS, "data.train_batch_size=8", "actor_rollout_ref.rollout.agent.num_workers=3"])
     assert c.data.train_batch_size == 8

@@ -161,6 +161,10 @@ def test_collect_and_tables():
     assert stats["care"]["signature"]["r_anchor_z_vs_sqrtk"] == pytest.approx(1.0)
     table = C.markdown_table(stats)
     assert "| grpo | 3 |" in table and "0.700 [0.452, 0.948]" in table
+    # the demo's aim (last-two mean >= start + 0.20 and >= 0.55; start 0.3, last two (0.3 + f) / 2 and f):
+    # grpo's means 0.45 / 0.525 / 0.6, care's 0.525 / 0.6 / 0.675
+    assert stats["grpo"]["demo_aim_met"] == 1 and stats["care"]["demo_aim_met"] == 2
+    assert table.splitlines()[2].endswith("| 1/3 |") and table.splitlines()[3].endswith("| 2/3 |")
     paired = C.paired_to_baseline(stats)
     assert set(paired) == {"care"}
     # every seed is exactly +0.1 better: the paired interval has zero width

@@ -63,6 +63,8 @@ FORWARDED_ENV = ("VERL_PLATFORM", "TOKENIZERS_PARALLELISM", "WANDB_MODE", "VERL_
                  "CARE_VERL_ENGINE_THREADS")
 
 
+# ray.init arguments that only apply when it starts a local cluster (set by runtime/cpu.yaml)
+LOCAL_CLUSTER_ONLY = ("include_dashboard", "_system_config")
 TQ_DEFAULT_THREADS = 8  # transfer_queue's TQ_NUM_THREADS default (client.py:42, storage/simple_storage.py:73)
 
 
@@ -101,9 +103,13 @@ def configure_environment(config: DictConfig) -> None:
         forwarded = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
         ray_init.runtime_env.env_vars = {**forwarded, **{k: str(v) for k, v in env_vars.items()}}
         if os.environ.get("RAY_ADDRESS") or ray_init.get("address"):
-            # Joining an existing cluster: ray.init rejects resource counts, which that cluster owns.
+            # Joining an existing cluster: ray.init rejects resource counts and settings of the
+            # processes it would have started, which that cluster owns.
             ray_init.num_cpus = None
             ray_init.num_gpus = None
+            for key in LOCAL_CLUSTER_ONLY:
+                if key in ray_init:
+                    ray_init[key] = None
 
 
 def build_config(argv: list[str]) -> DictConfig:

@@ -4,12 +4,18 @@ With ``care.rollout.mm_cache=true`` (the default) verl runs care_verl's cached s
 loop (``rollout.agent.default_agent_loop``) in workers made by care_verl's manager
 (``rollout.agent.agent_loop_manager_class``), see :mod:`care_verl.adapter.rollout.mm_rollout`. A run that
 already names its own agent loop or manager keeps it. ``false`` leaves verl's stock path.
+
+Rule-based rewards are then scored inside care_verl's agent-loop workers
+(:mod:`care_verl.adapter.rollout.local_reward`), so verl's ``RewardLoopWorker`` actors would never be
+called: ``reward.num_workers`` is set to 0 and they are not started (each is a process importing verl,
+~7 CPU-s at every start-up on the demo machine).
 """
 
 from __future__ import annotations
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from care_verl.adapter.rollout.local_reward import local_reward_applies
 from care_verl.adapter.step.care_settings import RolloutSettings, rollout_settings_from_dict
 
 AGENT_NAME = "care_single_turn_agent"  # registered in care_verl.adapter.rollout.mm_rollout
@@ -38,4 +44,6 @@ def apply_rollout_settings(config: DictConfig) -> DictConfig:
                 agent.default_agent_loop = AGENT_NAME
             if not agent.get("agent_loop_manager_class"):
                 agent.agent_loop_manager_class = MANAGER_FQN
+            if agent.agent_loop_manager_class == MANAGER_FQN and local_reward_applies(config):
+                config.reward.num_workers = 0  # scored in the agent-loop workers; no reward actor is called
     return config
