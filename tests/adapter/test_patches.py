@@ -235,3 +235,75 @@ def test_fsdp_engine_init_sets_the_threads():
         print("threads", torch.get_num_threads())
     """)
     assert "threads 3" in proc.stdout and "uses 3 torch threads" in proc.stdout, proc.stdout + proc.stderr[-3000:]
+
+
+def _verl_micro_batch():
+    """A micro-batch as verl's engine receives it: rows picked by ``index_select_tensor_dict`` from a
+    batch with jagged, dense and per-row non-tensor entries (verl/workers/engine/utils.py)."""
+    from tensordict import NonTensorStack, TensorDict
+
+    from verl.utils.tensordict_utils import index_select_tensor_dict
+
+    n = 6
+    ids = torch.nested.as_nested_tensor([torch.arange(3 + i) for i in range(n)], layout=torch.jagged)
+    td = TensorDict({"input_ids": ids, "x": torch.randn(n, 2),
+                     "multi_modal_inputs": NonTensorStack(*[{"pixel_values": torch.randn(4, 3)} for _ in range(n)]),
+                     "uid": NonTensorStack(*[f"u{i}" for i in range(n)])}, batch_size=[n])
+    return index_select_tensor_dict(td, torch.tensor([4, 1, 2]))
+
+
+def test_verls_micro_batches_are_copied_by_a_move_to_the_cpu():
+    """The cost the patch removes: verl's micro-batches carry no device, so the ``.to(cpu)`` at the
+    top of its forward_step builds a new TensorDict although every tensor is on the CPU. If this
+    starts failing, tensordict or verl no longer copy and the patch can go."""
+    mb = _verl_micro_batch()
+    assert mb.device is None
+    assert mb.to(torch.device("cpu")) is not mb
+
+
+def test_marked_micro_batch_passes_through_unchanged():
+    """Marked as on the CPU, the same micro-batch comes back from ``.to(cpu)`` as itself, with the
+    same entries (the forward reads exactly what it would have read from the copy)."""
+    from care_verl.adapter.runtime.patches import mark_on_cpu
+
+    mb = _verl_micro_batch()
+    copied = mb.to(torch.device("cpu"))
+    assert mark_on_cpu(mb) and not mark_on_cpu(mb)  # marks once; a device-carrying batch is left alone
+    assert mb.to(torch.device("cpu")) is mb
+    assert mb.device == copied.device == torch.device("cpu")
+    assert sorted(mb.keys()) == sorted(copied.keys())
+    for a, b in zip(mb["input_ids"].unbind(), copied["input_ids"].unbind()):
+        assert torch.equal(a, b)
+    assert torch.equal(mb["x"], copied["x"])
+    assert mb["uid"] == copied["uid"] == ["u4", "u1", "u2"]
+    for a, b in zip(mb["multi_modal_inputs"], copied["multi_modal_inputs"]):
+        assert torch.equal(a["pixel_values"], b["pixel_values"])
+
+
+@pytest.mark.skipif(not NO_GPU, reason="the pass-through applies only without an accelerator")
+def test_forward_step_marks_the_micro_batch_before_verls_move():
+    """verl's ``FSDPEngineWithLMHead.forward_step`` is wrapped, and the wrapper marks the micro-batch
+    before verl's own code runs (the real forward runs in every end-to-end test)."""
+    proc = _run("""
+        import torch
+        import verl  # loads the care_verl plugin and its patches
+        from verl.workers.engine.fsdp.transformer_impl import FSDPEngineWithLMHead, FSDPEngineWithValueHead
+        from tensordict import TensorDict
+        assert getattr(FSDPEngineWithLMHead.forward_step, "__care_verl_patched__", False)
+        assert FSDPEngineWithValueHead.forward_step is FSDPEngineWithLMHead.forward_step
+        seen = {}
+        class Stop(Exception):
+            pass
+        def prepare_model_inputs(micro_batch):
+            seen["device"] = micro_batch.device
+            raise Stop
+        engine = FSDPEngineWithLMHead.__new__(FSDPEngineWithLMHead)
+        engine.prepare_model_inputs = prepare_model_inputs
+        mb = TensorDict({"x": torch.zeros(2)}, batch_size=[2])
+        try:
+            FSDPEngineWithLMHead.forward_step(engine, mb, None, True)
+        except Stop:
+            pass
+        print("device", seen["device"], "same", mb.device)
+    """)
+    assert "device cpu same cpu" in proc.stdout, proc.stdout + proc.stderr[-3000:]

@@ -163,12 +163,14 @@ def test_rgr_log_probs_recomputed_for_the_new_content(care, rows):
 
 
 def test_rgr_logprob_recompute_sends_only_the_replaced_rows(care, rows, run_dir):
-    """Fixed log-prob micro-batches of 4 (actor) and 16 (reference, the whole batch; before issue 13
-    that made RGR recompute the whole batch): each recompute call sends only the replaced rows (one
-    rank: nothing to top up), with a micro-batch of that size for the call. The stored old and
-    reference log-probs and the embeddings of the replaced rows equal a whole-batch recompute (the
-    trainer dumps one as step<N>_rgr_full under the row dump, then puts the sent values back); every
-    other row keeps its values bit for bit."""
+    """Fixed log-prob micro-batches of 4 (actor) and 16 (reference, the whole batch): RGR runs in
+    the old-log-prob stage, so its one recompute call sends only the replaced rows (one rank: nothing
+    to top up), with a micro-batch of that size for the call, and verl's reference stage, after it,
+    scores every row as stored. The stored old log-probs, reference log-probs and embeddings equal a
+    whole-batch recompute after the step's reference stage (the trainer dumps one as step<N>_rgr_full
+    under the row dump, then puts the stored values back) — a reference stage that ran before RGR
+    would leave the replaced rows with their failed responses' values; the old log-probs and
+    embeddings of every other row keep their values bit for bit."""
     metrics, _ = care
     checked = 0
     for m in metrics:
@@ -177,17 +179,20 @@ def test_rgr_logprob_recompute_sends_only_the_replaced_rows(care, rows, run_dir)
         replaced = sorted(post["replaced_rows"])
         if not replaced:
             continue
-        assert d["rgr/logprob_rows"] == len(replaced) and d["rgr/ref_logprob_rows"] == len(replaced), step
+        assert d["rgr/logprob_rows"] == len(replaced) and "rgr/ref_logprob_rows" not in d, step
+        assert "ref_log_prob" not in pre  # RGR ran before verl's reference stage
         full = load_rows(run_dir, step, "rgr_full")
         for i in range(BATCH_ROWS):
             n = response_len(post, i)
-            for field in ("old_log_probs", "ref_log_prob"):
-                got = torch.as_tensor(post[field][i]).float()[:n]
-                if i in replaced:
-                    want = torch.as_tensor(full[field][i]).float()[:n]
-                    assert float((got - want).abs().max()) <= SAME_ENGINE_LOGPROB_TOL, (step, i, field)
-                else:
-                    assert torch.equal(got, torch.as_tensor(pre[field][i]).float()[:n]), (step, i, field)
+            got = torch.as_tensor(post["ref_log_prob"][i]).float()[:n]
+            want = torch.as_tensor(full["ref_log_prob"][i]).float()[:n]
+            assert float((got - want).abs().max()) <= SAME_ENGINE_LOGPROB_TOL, (step, i, "ref_log_prob")
+            got = torch.as_tensor(post["old_log_probs"][i]).float()[:n]
+            if i in replaced:
+                want = torch.as_tensor(full["old_log_probs"][i]).float()[:n]
+                assert float((got - want).abs().max()) <= SAME_ENGINE_LOGPROB_TOL, (step, i, "old_log_probs")
+            else:
+                assert torch.equal(got, torch.as_tensor(pre["old_log_probs"][i]).float()[:n]), (step, i)
             got, want = (torch.as_tensor(r[EMBED_KEY][i]).float() for r in (post, full))
             if i in replaced:
                 assert float(torch.nn.functional.cosine_similarity(got, want, dim=0)) > 1 - 1e-4, (step, i)

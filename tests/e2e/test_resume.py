@@ -113,8 +113,9 @@ def _raw_metrics(run_dir) -> list[dict]:
 
 def _log_probs_by_content(run_dir, dump: str, step: int) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
     """Each row of a step keyed by its (prompt, response) content: its old (actor) and reference
-    log-probs over its response tokens."""
-    rows = load_rows(run_dir, step, "pre", subdir=dump)
+    log-probs over its response tokens (as stored after the advantages: RGR runs before verl's
+    reference stage)."""
+    rows = load_rows(run_dir, step, "post", subdir=dump)
     out = {}
     for i, key in enumerate(_row_keys(rows)):
         n = response_len(rows, i)

@@ -422,6 +422,46 @@ def patch_cpu_engine_threads() -> None:
     FSDPEngine.__init__ = __init__
 
 
+def mark_on_cpu(micro_batch) -> bool:
+    """Mark a device-less TensorDict as on the CPU, without touching its entries; True if marked.
+
+    Only for a TensorDict whose tensors are all on the CPU (a process without an accelerator).
+    tensordict sets ``_device`` the same way when it knows where the entries are
+    (``tensordict/_td.py:1406``); its ``.to(device)`` then returns the TensorDict itself when the
+    device is the same (``tensordict/base.py``, ``TensorDictBase.to``).
+    """
+    if micro_batch.device is not None:
+        return False
+    micro_batch._device = torch.device("cpu")
+    return True
+
+
+def patch_forward_step_noop_move() -> None:
+    """Skip the copy verl makes of every micro-batch at the start of a forward, on the CPU.
+
+    ``FSDPEngineWithLMHead.forward_step`` begins with ``micro_batch = micro_batch.to(get_device_id())``
+    (verl/workers/engine/fsdp/transformer_impl.py:1552). The micro-batches verl builds carry no
+    device (``index_select_tensor_dict`` drops it), so on the CPU, where every tensor already is,
+    ``.to("cpu")`` still rebuilds the TensorDict entry by entry, the per-row non-tensor entries
+    (``multi_modal_inputs``, ``uid``, ``extra_info``, ...) included: 10-20 ms per 64-row forward-only
+    micro-batch, ~40 ms per ``demo_cpu`` step (benchmarks/RESULTS.md). Marked as on the CPU
+    (:func:`mark_on_cpu`), the micro-batch goes through as is. Only without an accelerator; the
+    value-head engine inherits the method.
+    """
+    if torch.cuda.is_available() or not _once("forward_step_noop_move"):
+        return
+    from verl.workers.engine.fsdp.transformer_impl import FSDPEngineWithLMHead
+
+    original = FSDPEngineWithLMHead.forward_step
+
+    def forward_step(self, micro_batch, loss_function, forward_only):
+        mark_on_cpu(micro_batch)
+        return original(self, micro_batch, loss_function, forward_only)
+
+    forward_step.__care_verl_patched__ = True
+    FSDPEngineWithLMHead.forward_step = forward_step
+
+
 def apply_all() -> None:
     """Apply every patch (idempotent). CPU-only patches check for an accelerator themselves."""
     patch_init_process_group()
@@ -435,3 +475,4 @@ def apply_all() -> None:
     register_cpu_engines()
     patch_fsdp2_offload_no_pin()
     patch_cpu_engine_threads()
+    patch_forward_step_noop_move()

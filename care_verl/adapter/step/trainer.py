@@ -6,9 +6,12 @@ Registered as ``trainer.v1.trainer_mode=care_sync`` (selected automatically by
 - ``_compute_old_log_prob``: before verl's call, writes each row's pooling weights (its think
   span, or the whole response when there is none) next to the batch in TransferQueue and flags
   the batch, so the actor's old-log-prob forward also returns reasoning embeddings
-  (:mod:`care_verl.adapter.step.embeddings`). No extra forward pass.
-- ``_compute_advantage``: CARE subgroups and advantages from :mod:`care_verl.core` (correctness
-  from the verifier's ``acc``), RGR (:mod:`care_verl.adapter.step.rgr`), region-weighted token
+  (:mod:`care_verl.adapter.step.embeddings`). No extra forward pass. Then CARE's subgroups
+  (:mod:`care_verl.core`, correctness from the verifier's ``acc``) and RGR
+  (:mod:`care_verl.adapter.step.rgr`) with the old log-probs of the replaced rows: RGR needs the
+  embeddings and runs before verl's reference stage, so that stage's one call covers the rows
+  RGR replaced.
+- ``_compute_advantage``: CARE advantages of the (possibly replaced) rows, region-weighted token
   advantages, and CARE metrics. Everything else (rollout, reward, ref, update, weight sync,
   validation, checkpoints) is verl's own code.
 """
@@ -159,6 +162,7 @@ class CarePPOTrainer(WorkerFieldsTrainer):
         self._span_tags = None
         self._rgr = None
         self._events_path = self.care.events_jsonl
+        self._selection: dict | None = None  # the step's subgroups and RGR, from the old-log-prob stage
 
     # ---- helpers ------------------------------------------------------------------------
     @property
@@ -180,6 +184,16 @@ class CarePPOTrainer(WorkerFieldsTrainer):
 
     # ---- step overrides -----------------------------------------------------------------
     def _compute_old_log_prob(self, batch, metrics: dict):
+        """verl's old-log-prob stage: old log-probs and embeddings of every row, then CARE's subgroups
+        and RGR (which needs the embeddings). Running RGR here, before verl's reference stage, lets
+        that stage's one call score the replaced rows too; only their old log-probs are recomputed."""
+        batch = self._old_log_probs_with_embeddings(batch, metrics)
+        self._selection = self._select_and_reflect(batch, metrics)
+        return batch
+
+    def _old_log_probs_with_embeddings(self, batch, metrics: dict):
+        """verl's old-log-prob call for ``batch``'s rows, with each row's pooling weights (its think
+        span, or the whole response) written next to it so the same forward returns its embedding."""
         start = time.perf_counter()
         data = tq.kv_batch_get(
             keys=batch.keys, partition_id=batch.partition_id, select_fields=["prompts", "responses", "response_mask"]
@@ -228,19 +242,12 @@ class CarePPOTrainer(WorkerFieldsTrainer):
             "prompt_indices": sorted({int((e or {}).get("index", -1)) for e in as_list(data["extra_info"])}),
         }
 
-    def _recompute_plan(self, ref: bool) -> tuple[int, int | None]:
-        """(ranks, configured micro-batch per rank or None with dynamic batch size) of the worker
-        that computes old (``ref=False``) or reference log-probs."""
+    def _recompute_plan(self) -> tuple[int, int | None]:
+        """(ranks, configured micro-batch per rank or None with dynamic batch size) of the actor's
+        old-log-prob calls."""
         arr = self.config.actor_rollout_ref
-        on_actor = not ref or self.ref_in_actor
-        wg = self.actor_rollout_wg if on_actor else self.ref_policy_wg
-        ranks = max(1, getattr(wg, "world_size", 1))
-        if on_actor:
-            dynamic, micro = arr.actor.use_dynamic_bsz, arr.rollout.log_prob_micro_batch_size_per_gpu
-        else:
-            dynamic = arr.ref.get("log_prob_use_dynamic_bsz", arr.actor.use_dynamic_bsz)
-            micro = arr.ref.log_prob_micro_batch_size_per_gpu
-        return ranks, None if dynamic else (micro or 1)
+        ranks = max(1, getattr(self.actor_rollout_wg, "world_size", 1))
+        return ranks, None if arr.actor.use_dynamic_bsz else (arr.rollout.log_prob_micro_batch_size_per_gpu or 1)
 
     def _log_prob_meta(self, batch, sent: list[int], micro: int | None, ref: bool):
         """A KVBatchMeta of ``batch``'s rows ``sent`` for one old (or reference) log-prob call, with
@@ -249,7 +256,7 @@ class CarePPOTrainer(WorkerFieldsTrainer):
 
         extra_info = dict(batch.extra_info)
         extra_info.pop("micro_batch_size_per_gpu", None)
-        if not ref:  # the step's reference call left it there (LoRA: ref = actor without its adapter)
+        if not ref:  # a reference call may have left it there (LoRA: ref = actor without its adapter)
             extra_info.pop("no_lora_adapter", None)
         if micro is not None:
             # verl's infer_batch fills micro_batch_size_per_gpu from its config only when the call does
@@ -264,49 +271,47 @@ class CarePPOTrainer(WorkerFieldsTrainer):
         )
 
     def _recompute_log_probs(self, batch, rows: list[int], metrics: dict) -> int:
-        """Old (and reference) log-probs for the replaced rows; returns how many rows the old-log-prob
-        call sent (the reference call's count goes to ``metrics["rgr/ref_logprob_rows"]``).
+        """Old log-probs and embeddings for the replaced rows; returns how many rows the call sent.
+        Their reference log-probs come from verl's reference stage, which runs after RGR.
 
         verl's rollout-vs-actor check on the rows sent goes to ``metrics`` as ``rgr/recompute_*``
         (the RGR continuation was sampled by the rollout with the same weights, so it must agree).
 
-        Each call sends the replaced rows, topped up only as far as the ranks and micro-batches
+        The call sends the replaced rows, topped up only as far as the ranks and micro-batches
         require (:func:`recompute_rows`), with a micro-batch size for that call alone; the top-up
         rows are other rows of the batch (their log-probs are recomputed under the same weights, so
         they do not change; TransferQueue rejects a batch that names a key twice).
         """
         scratch: dict = {}
-        sent, micro = recompute_rows(rows, len(batch), *self._recompute_plan(ref=False))
-        self._compute_old_log_prob(self._log_prob_meta(batch, sent, micro, ref=False), scratch)
-        if self.use_reference_policy:
-            ref_sent, ref_micro = recompute_rows(rows, len(batch), *self._recompute_plan(ref=True))
-            self._compute_ref_log_prob(self._log_prob_meta(batch, ref_sent, ref_micro, ref=True), scratch)
-            metrics["rgr/ref_logprob_rows"] = len(ref_sent)
+        sent, micro = recompute_rows(rows, len(batch), *self._recompute_plan())
+        self._old_log_probs_with_embeddings(self._log_prob_meta(batch, sent, micro, ref=False), scratch)
         for name in ("rollout_actor_probs_pearson_corr", "rollout_probs_diff_max"):
             if f"training/{name}" in scratch:
                 metrics[f"rgr/recompute_{name.replace('rollout_actor_', '').replace('rollout_', '')}"] = float(
                     scratch[f"training/{name}"]
                 )
-        if row_dump.enabled():
-            self._dump_whole_batch_recompute(batch)
         return len(sent)
 
     def _dump_whole_batch_recompute(self, batch) -> None:
-        """Tests only ($CARE_VERL_ROW_DUMP): what recomputing the whole batch after RGR would have
-        stored (old and reference log-probs of every row, configured micro-batches), dumped as
-        ``step<N>_rgr_full.pt``; the values the calls above stored are then put back, so the run
-        continues exactly as without the dump (tests/e2e/test_care_step.py compares the two)."""
+        """Tests only ($CARE_VERL_ROW_DUMP): what recomputing the whole batch after RGR and verl's
+        reference stage would have stored (old and reference log-probs and embeddings of every row,
+        configured micro-batches), dumped as ``step<N>_rgr_full.pt``; the stored values are then put
+        back, so the run continues exactly as without the dump (tests/e2e/test_care_step.py compares
+        the two)."""
         every = list(range(len(batch)))
         fields = ["old_log_probs", "entropy", EMBED_KEY] + (["ref_log_prob"] if self.use_reference_policy else [])
         kept = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=fields)
-        self._compute_old_log_prob(self._log_prob_meta(batch, every, None, ref=False), {})
+        self._old_log_probs_with_embeddings(self._log_prob_meta(batch, every, None, ref=False), {})
         if self.use_reference_policy:
             self._compute_ref_log_prob(self._log_prob_meta(batch, every, None, ref=True), {})
         full = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=fields)
         row_dump.dump_rows(self.global_steps, "rgr_full", full, {})
         tq.kv_batch_put(keys=batch.keys, partition_id=batch.partition_id, fields=kept)
 
-    def _compute_advantage(self, batch, metrics: dict):
+    def _select_and_reflect(self, batch, metrics: dict) -> dict:
+        """CARE's subgroups for ``batch`` and, when RGR is on, its repairs: replaced rows rewritten in
+        TransferQueue with their old log-probs and embeddings recomputed. Returns what
+        ``_compute_advantage`` finishes from (the advantage inputs, read again after a repair)."""
         start = time.perf_counter()
         x = self._advantage_inputs(batch)
         index, correct, reward, spans = x["index"], x["correct"], x["reward"], x["spans"]
@@ -314,12 +319,12 @@ class CarePPOTrainer(WorkerFieldsTrainer):
             index, correct, reward, spans.think_len, spans.answer_len, x["embeddings"], x["old_lp_score"],
             self.care.advantage,
         )
-        reflected = torch.zeros_like(correct)
-        outcome = None
         if row_dump.enabled():
             # reasoning_emb: the embeddings care_advantages was given (not only what the actor stored)
             self._dump_rows(batch, "pre", correct=correct, reward=reward, adv=adv, roles=subgroups.role,
                             reasoning_emb=list(x["embeddings"]))
+        reflected = torch.zeros_like(correct)
+        outcome = None
         if self.care.rgr.mode != "off":
             rgr_start = time.perf_counter()
             outcome = self.rgr.run(batch, subgroups, index, correct, x["row_keys"])
@@ -333,13 +338,25 @@ class CarePPOTrainer(WorkerFieldsTrainer):
                 metrics["rgr/logprob_rows"] = self._recompute_log_probs(batch, outcome.replaced_rows, metrics)
                 metrics["timing_s/care_rgr_logprob"] = time.perf_counter() - lp_start
                 x = self._advantage_inputs(batch)
-                correct, reward, spans = x["correct"], x["reward"], x["spans"]
                 reflected[outcome.replaced_rows] = True
-                adv, _ = care_advantages(
-                    index, correct, reward, spans.think_len, spans.answer_len, x["embeddings"], x["old_lp_score"],
-                    self.care.advantage, subgroups=subgroups, reflected=reflected,
-                )
             metrics["timing_s/care_rgr"] = time.perf_counter() - rgr_start
+        return {"inputs": x, "subgroups": subgroups, "adv": adv, "outcome": outcome, "reflected": reflected,
+                "seconds": time.perf_counter() - start}
+
+    def _compute_advantage(self, batch, metrics: dict):
+        start = time.perf_counter()
+        selection = self._selection or self._select_and_reflect(batch, metrics)
+        self._selection = None
+        x, subgroups, adv = selection["inputs"], selection["subgroups"], selection["adv"]
+        outcome, reflected = selection["outcome"], selection["reflected"]
+        index, correct, reward, spans = x["index"], x["correct"], x["reward"], x["spans"]
+        if outcome is not None and outcome.replaced_rows:
+            if row_dump.enabled():
+                self._dump_whole_batch_recompute(batch)
+            adv, _ = care_advantages(
+                index, correct, reward, spans.think_len, spans.answer_len, x["embeddings"], x["old_lp_score"],
+                self.care.advantage, subgroups=subgroups, reflected=reflected,
+            )
         mask, response_mask_nested = x["mask"], x["response_mask_nested"]
         token_adv = region_token_advantages(
             adv,
@@ -361,7 +378,8 @@ class CarePPOTrainer(WorkerFieldsTrainer):
         metrics.update(x["verifier_faults"])
         # Which dataset rows this step trained on (a resumed run must consume the same ones).
         metrics["data/prompt_index_crc"] = float(zlib.crc32(json.dumps(x["prompt_indices"]).encode()))
-        metrics["timing_s/care_advantage"] = time.perf_counter() - start
+        # CARE's own work in the step: subgroups and RGR (in the old-log-prob stage) and the advantages
+        metrics["timing_s/care_advantage"] = selection["seconds"] + time.perf_counter() - start
         self._write_events(index, correct, reward, adv, subgroups, reflected)
 
         nested = {
