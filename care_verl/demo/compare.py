@@ -297,7 +297,7 @@ def report(root: Path, meta: dict) -> dict:
     if stats:
         plots["heldout"] = P.plot_compare(_band({k: v["curves"] for k, v in stats.items()}),
                                           root / "compare_heldout.png",
-                                          title=f"held-out greedy accuracy ({n_items} items): mean over seeds, "
+                                          title=f"held-out greedy accuracy ({n_items} items): seed mean, "
                                                 "band = 95 % t-interval")
         roll = {}
         for name, seeds_runs in main_runs.items():
@@ -309,7 +309,7 @@ def report(root: Path, meta: dict) -> dict:
     if abl_runs:
         plots["ablations"] = P.plot_compare(_band({k: v["curves"] for k, v in abl_stats.items()}),
                                             root / "compare_ablations.png",
-                                            title="CARE ablations: held-out greedy accuracy, band = 95 % t-interval")
+                                            title="CARE ablations: held-out greedy accuracy, 95 % t-band")
     if any(s.get("rgr") for s in mode_stats.values()):
         plots["rgr"] = P.plot_rgr_modes({k: v["rgr"] for k, v in mode_stats.items() if v.get("rgr")}, PAPER_RGR,
                                         root / "compare_rgr.png")
