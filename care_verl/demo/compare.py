@@ -19,6 +19,13 @@
    and plots (``compare_heldout.png``, ``compare_ablations.png``, ``compare_rollout.png``, ``compare_rgr.png``).
 
 ``--report-only`` rebuilds the report from the runs on disk; ``--plan-only`` prints the plan and the estimate.
+
+Choosing a setting (e.g. for the recipe) without touching the reported test split: run candidates as
+custom variants on a validation split and pair them with the current setting, e.g.
+``python -m care_verl.compare --run-dir runs/select --val-seed 1 --variants care --variant care_cosine
+actor_rollout_ref.actor.optim.lr_scheduler_type=cosine actor_rollout_ref.actor.optim.min_lr_ratio=0.1
+--baseline care --seeds 0 1 2 --ablation-seeds --rgr-seeds``. A sweep keeps the split and the custom
+variants' overrides it started with (a launch that changes them is refused).
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ import argparse
 import hashlib
 import json
 import math
+import re
 import shutil
 import subprocess
 import sys
@@ -279,7 +287,8 @@ def report(root: Path, meta: dict) -> dict:
 
     steps, rgr_steps = meta["steps"], meta.get("rgr_steps") or meta["steps"]
     seeds, abl_seeds, rgr_seeds = meta["seeds"], meta.get("ablation_seeds", []), meta.get("rgr_seeds", [])
-    main_runs = load_runs(root, list(VARIANTS), seeds, steps)
+    baseline = meta.get("baseline", BASELINE)
+    main_runs = load_runs(root, meta.get("variants") or list(VARIANTS), seeds, steps)
     abl_runs = load_runs(root, list(ABLATIONS), abl_seeds, steps)
     mode_runs = load_runs(root / "rgr_modes", list(RGR_MODES), rgr_seeds, rgr_steps)
     # repair = the CARE runs of the same seeds, cut to the RGR-mode budget (a separate repair run
@@ -291,7 +300,7 @@ def report(root: Path, meta: dict) -> dict:
     care_ref = [r for r in main_runs.get("care", []) if r["seed"] in abl_seeds]
     abl_stats = collect({**({"care": care_ref} if care_ref and abl_runs else {}), **abl_runs})
     mode_stats = collect({k: mode_runs[k] for k in RGR_MODES if mode_runs.get(k)})
-    paired = paired_to_baseline({**stats, **{k: v for k, v in abl_stats.items() if k in ABLATIONS}})
+    paired = paired_to_baseline({**stats, **{k: v for k, v in abl_stats.items() if k in ABLATIONS}}, baseline)
     plots = {}
     n_items = meta.get("heldout_n", "")
     if stats:
@@ -313,18 +322,23 @@ def report(root: Path, meta: dict) -> dict:
     if any(s.get("rgr") for s in mode_stats.values()):
         plots["rgr"] = P.plot_rgr_modes({k: v["rgr"] for k, v in mode_stats.items() if v.get("rgr")}, PAPER_RGR,
                                         root / "compare_rgr.png")
-    md = [f"# GRPO vs CARE vs CARE without RGR ({meta.get('task', '')})", "",
+    val_seed = meta.get("val_seed", 0)
+    split = ("the test split (`--val-seed 0`)" if not val_seed
+             else f"a validation split (`--val-seed {val_seed}`), not the reported test split")
+    custom = "".join(f"\n- `{name}`: " + " ".join(f"`{o}`" for o in ov) for name, ov in meta.get("custom_variants", {}).items())
+    md = [f"# {' vs '.join(stats) or 'GRPO vs CARE vs CARE without RGR'} ({meta.get('task', '')})", "",
           f"Command: `{meta.get('command', '')}`", "",
           f"Start model: {meta.get('sft_model', '')} (sha256 {str(meta.get('sft_model_sha256', '?'))[:12]}, "
           f"copied from {meta.get('sft_source', '?')})", "",
           f"Code per finished run (`git describe`): {code_versions(root)}", "",
           f"RL steps per run: {steps}; seeds: {seeds}; ablation seeds: {abl_seeds}; RGR-mode seeds: {rgr_seeds} "
-          f"({rgr_steps} steps); held-out items: {n_items}", "",
+          f"({rgr_steps} steps); held-out items: {n_items}, from {split}", "",
+          *([f"Custom variants (overrides on top of the recipe):{custom}", ""] if custom else []),
           "## Held-out accuracy (greedy; mean [95 % t-interval] over seeds)", "", markdown_table(stats), "",
           f"The demo's aim: mean of the last two evaluations ≥ step 0 + {TARGET_GAIN:.2f} and ≥ {TARGET_ACC:.2f}; "
           "`make demo`'s RL stage is the `care` run of this recipe (evaluated there on 200 items).", "",
           "## CARE ablations (same seeds' CARE runs for reference)", "", markdown_table(abl_stats) if abl_runs else "(no ablation run finished yet)", "",
-          f"## Paired differences to {BASELINE} (same seed; mean [95 % t-interval])", "", paired_table(paired), "",
+          f"## Paired differences to {baseline} (same seed; mean [95 % t-interval])", "", paired_table(paired, baseline), "",
           f"## RGR repair success by mode (first {rgr_steps} steps; seeds {rgr_seeds})", "", rgr_table(mode_stats), "",
           "## Mechanism signature (raw subgroup z recomputed from rewards)", "", signature_table(stats), ""]
     (root / "compare.md").write_text("\n".join(md))
@@ -332,7 +346,7 @@ def report(root: Path, meta: dict) -> dict:
     def slim(d):
         return {k: {kk: vv for kk, vv in v.items() if kk != "curves"} for k, v in d.items()}
 
-    result = {"meta": meta, "variants": slim(stats), "ablations": slim(abl_stats), "paired_to_grpo": paired,
+    result = {"meta": meta, "variants": slim(stats), "ablations": slim(abl_stats), f"paired_to_{baseline}": paired,
               "rgr_modes": slim(mode_stats), "plots": plots,
               "curves": {k: v["curves"]["agg"] for k, v in stats.items()}}
     (root / "compare.json").write_text(json.dumps(result, indent=2, default=str))
@@ -351,7 +365,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=300, help="RL steps per run (same for every variant)")
     p.add_argument("--test-freq", type=int, default=25)
     p.add_argument("--heldout-n", type=int, default=500, help="held-out test items per evaluation")
-    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    p.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS),
+                   help="built-in variants run over --seeds")
+    p.add_argument("--variant", nargs="+", action="append", default=[], metavar=("NAME", "OVERRIDE"),
+                   help="a custom variant run over --seeds beside --variants: a name ([A-Za-z0-9_]) and Hydra "
+                        "overrides on top of the recipe (whose estimator is CARE with RGR), e.g. --variant "
+                        "care_cosine actor_rollout_ref.actor.optim.lr_scheduler_type=cosine; repeatable")
+    p.add_argument("--baseline", default=BASELINE,
+                   help="the variant every other one is paired with (one of --variants or a --variant name)")
+    p.add_argument("--val-seed", type=int, default=0,
+                   help="seed stream of the held-out items: 0 = the reported test split; another number gives a "
+                        "validation split for choosing settings (a sweep keeps the split it started with)")
     p.add_argument("--rgr-modes", nargs="*", default=["promptless", "random"], choices=list(RGR_MODES),
                    help="extra CARE runs with these care.rgr.mode values (repair = the main CARE runs)")
     p.add_argument("--rgr-seeds", type=int, nargs="*", default=[0, 1, 2])
@@ -371,18 +395,57 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+_NAME = re.compile(r"^[A-Za-z0-9_]+$")
+
+
+def main_variants(args: argparse.Namespace) -> dict[str, list[str]]:
+    """{name: overrides} of the variants run over ``--seeds``: the chosen built-ins, then ``--variant``s.
+
+    Raises ``ValueError`` naming the flag for a bad name, a name taken twice, an override without ``=``,
+    or a ``--baseline`` that is not among them.
+    """
+    out = {v: VARIANTS[v] for v in args.variants}
+    taken = {*VARIANTS, *ABLATIONS, *RGR_MODES, "rgr_modes", "start_model", "sft"}
+    for name, *overrides in args.variant:
+        if not _NAME.match(name) or name in taken or name in out:
+            raise ValueError(f"--variant {name}: the name must be [A-Za-z0-9_]+ and not a built-in variant, "
+                             f"a run-dir folder or another --variant")
+        bad = [o for o in overrides if "=" not in o]
+        if not overrides or bad:
+            raise ValueError(f"--variant {name}: needs Hydra overrides key=value after the name (got {bad or 'none'})")
+        out[name] = list(overrides)
+    if args.baseline not in out:
+        raise ValueError(f"--baseline {args.baseline}: not among the variants run over --seeds ({', '.join(out)})")
+    return out
+
+
+def sweep_mismatch(meta: dict, args: argparse.Namespace, variants: dict[str, list[str]]) -> str | None:
+    """Why this launch cannot resume the sweep in ``meta`` (another held-out split, or a custom variant
+    whose overrides changed: finished runs would be pooled with different ones), or None."""
+    if not meta:
+        return None
+    if meta.get("val_seed", 0) != args.val_seed:
+        return (f"--val-seed {args.val_seed}: this sweep evaluates on --val-seed {meta.get('val_seed', 0)}; "
+                f"use a new --run-dir")
+    for name, ov in meta.get("custom_variants", {}).items():
+        if name in variants and variants[name] != ov:
+            return f"--variant {name}: its overrides differ from this sweep's ({' '.join(ov)}); use a new name"
+    return None
+
+
 def plan_jobs(root: Path, args: argparse.Namespace) -> list[tuple[Path, str, list[str], int, int]]:
     """``(run_dir, name, overrides, seed, steps)`` of every run, seed by seed (so that a partial sweep
     already holds complete paired blocks): the main variants, the ablations, the RGR modes."""
     steps, rgr_steps = args.steps, args.rgr_steps or args.steps
+    variants = main_variants(args)
     jobs = []
     for seed in sorted(set(args.seeds) | set(args.ablation_seeds) | set(args.rgr_seeds)):
         if seed in args.seeds:
-            jobs += [(root / v / f"seed{seed}", v, VARIANTS[v], seed, steps) for v in args.variants]
+            jobs += [(root / v / f"seed{seed}", v, ov, seed, steps) for v, ov in variants.items()]
         if seed in args.ablation_seeds:
             jobs += [(root / a / f"seed{seed}", a, ABLATIONS[a], seed, steps) for a in args.ablations]
         if seed in args.rgr_seeds:
-            has_care = seed in args.seeds and "care" in args.variants
+            has_care = seed in args.seeds and "care" in variants
             jobs += [(root / "rgr_modes" / m / f"seed{seed}", f"rgr_{m}", RGR_MODES[m], seed, rgr_steps)
                      for m in args.rgr_modes if not (m == "repair" and has_care)]
             if not has_care and "repair" not in args.rgr_modes:
@@ -391,6 +454,13 @@ def plan_jobs(root: Path, args: argparse.Namespace) -> list[tuple[Path, str, lis
     # names go into a Hydra override value: keep them to [A-Za-z0-9_]
     return [(d, name, [*ov, *seed_overrides(seed), f"trainer.experiment_name=compare_{name}_s{seed}"], seed, steps)
             for d, name, ov, seed, steps in jobs]
+
+
+def job_overrides(args: argparse.Namespace, overrides: list[str], extra: list[str]) -> list[str]:
+    """A run's overrides: its data (train split, held-out split of ``--val-seed``), the variant's, then ``-- ...``."""
+    from care_verl.demo.main import data_overrides
+
+    return [*data_overrides(args.task, args.difficulty, args.heldout_n, args.val_seed), *overrides, *extra]
 
 
 def pending_jobs(jobs: list) -> list:
@@ -430,10 +500,17 @@ def main(argv: list[str] | None = None) -> int:
     def say(*a):
         print(*a, flush=True)
 
-    from care_verl.demo.main import data_overrides
-
     meta_path = root / "meta.json"
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    try:
+        variants = main_variants(args)
+    except ValueError as exc:
+        say(f"[compare] {exc}")
+        return 2
+    mismatch = sweep_mismatch(meta, args, variants)
+    if mismatch and not args.report_only:
+        say(f"[compare] {mismatch}")
+        return 2
     jobs = plan_jobs(root, args)
     if not args.report_only:
         todo = pending_jobs(jobs)
@@ -470,13 +547,15 @@ def main(argv: list[str] | None = None) -> int:
                 "sft_model_sha256": sft_sha, "sft_source": meta.get("sft_source", str(source)),
                 "command": "python -m care_verl.compare " + " ".join(argv), "steps": args.steps,
                 "seeds": args.seeds, "ablation_seeds": args.ablation_seeds, "rgr_seeds": args.rgr_seeds,
-                "rgr_steps": args.rgr_steps or args.steps, "heldout_n": args.heldout_n, "extra": extra}
+                "rgr_steps": args.rgr_steps or args.steps, "heldout_n": args.heldout_n, "extra": extra,
+                "val_seed": args.val_seed, "variants": list(variants), "baseline": args.baseline,
+                "custom_variants": {k: v for k, v in variants.items() if k not in VARIANTS}}
         meta_path.write_text(json.dumps(meta, indent=2))
         for i, (run_dir, name, overrides, seed, steps) in enumerate(jobs, 1):
             if run_complete(run_dir, steps):
                 continue
             rl = RLSettings(recipe=args.recipe, steps=steps, test_freq=args.test_freq,
-                            extra=[*data_overrides(args.task, args.difficulty, args.heldout_n), *overrides, *extra])
+                            extra=job_overrides(args, overrides, extra))
             t = time.time()
             code = code_version(REPO)
             try:

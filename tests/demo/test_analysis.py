@@ -236,6 +236,28 @@ def test_report_from_runs_on_disk(tmp_path):
         _check_png(tmp_path / name)
 
 
+def test_report_of_a_selection_sweep_pairs_with_its_baseline(tmp_path):
+    """A sweep of custom variants on a validation split: the report covers exactly its variants, pairs
+    them with --baseline (not GRPO) and says which split and overrides it used."""
+    runs = _runs()
+    renamed = {"care_cosine": runs["grpo"], "care": runs["care"]}
+    for name, seeds in renamed.items():
+        for r in seeds:
+            d = tmp_path / name / f"seed{r['seed']}"
+            d.mkdir(parents=True)
+            (d / "metrics.jsonl").write_text("\n".join(json.dumps(x) for x in r["metrics"]))
+    meta = {"task": "bars", "command": "x", "sft_model": "m", "steps": 20, "seeds": [0, 1, 2], "ablation_seeds": [],
+            "rgr_seeds": [], "rgr_steps": 10, "heldout_n": 500, "val_seed": 1, "variants": ["care", "care_cosine"],
+            "baseline": "care", "custom_variants": {"care_cosine": ["actor_rollout_ref.actor.optim.lr_scheduler_type=cosine"]}}
+    result = C.report(tmp_path, meta)
+    assert list(result["variants"]) == ["care", "care_cosine"]
+    # the grpo fixture's runs end 0.1 below CARE's, now under the name care_cosine
+    assert result["paired_to_care"]["care_cosine"]["final"]["mean"] == pytest.approx(-0.1)
+    md = (tmp_path / "compare.md").read_text()
+    assert md.startswith("# care vs care_cosine") and "variant − care |" in md
+    assert "validation split (`--val-seed 1`)" in md and "`actor_rollout_ref.actor.optim.lr_scheduler_type=cosine`" in md
+
+
 def test_every_planned_run_has_overrides_hydra_accepts(tmp_path):
     """Each comparison run's overrides parse with Hydra's grammar (a '=' in a run name once broke
     every RGR-mode run), and the plan covers variants x seeds, the ablations and the RGR modes."""

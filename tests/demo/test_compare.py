@@ -197,3 +197,51 @@ def test_code_version_names_the_commit_and_uncommitted_changes(tmp_path):
     (repo / "f.txt").write_text("b")
     assert C.code_version(repo) == head + "+dirty"
     assert C.code_version(tmp_path / "not_a_repo") == "unknown"
+
+
+def test_a_custom_variant_runs_over_the_seeds_and_can_be_the_baseline(tmp_path):
+    args = _args("--variants", "care", "--variant", "care_cosine", "actor_rollout_ref.actor.optim.lr_scheduler_type=cosine",
+                 "actor_rollout_ref.actor.optim.min_lr_ratio=0.1", "--baseline", "care", "--ablation-seeds", "--rgr-seeds")
+    jobs = C.plan_jobs(tmp_path, args)
+    assert [(n, s) for _, n, _, s, _ in jobs] == [("care", 0), ("care_cosine", 0), ("care", 1), ("care_cosine", 1)]
+    cosine = next(ov for _, n, ov, s, _ in jobs if n == "care_cosine" and s == 1)
+    assert cosine[:2] == ["actor_rollout_ref.actor.optim.lr_scheduler_type=cosine",
+                          "actor_rollout_ref.actor.optim.min_lr_ratio=0.1"]
+    assert "care.seed=1" in cosine and jobs[1][0] == tmp_path / "care_cosine" / "seed0"
+    # the overrides compose with the demo recipe into the schedule verl's optimizer reads
+    from care_verl.adapter.entry.main import build_config
+
+    c = build_config(["+recipe=demo_cpu", *cosine])
+    assert c.actor_rollout_ref.actor.optim.lr_scheduler_type == "cosine"
+    assert c.actor_rollout_ref.actor.optim.min_lr_ratio == 0.1
+
+
+@pytest.mark.parametrize("bad, flag", [
+    (["--variant", "grpo", "a=1"], "--variant grpo"),                      # a built-in name
+    (["--variant", "x-y", "a=1"], "--variant x-y"),                        # not a Hydra-safe name
+    (["--variant", "x", "a=1", "--variant", "x", "b=2"], "--variant x"),   # twice
+    (["--variant", "x"], "--variant x"),                                   # no override
+    (["--variant", "x", "lr"], "--variant x"),                             # not key=value
+    (["--baseline", "care_cosine"], "--baseline care_cosine"),             # not run over --seeds
+])
+def test_bad_variant_flags_fail_before_anything_runs(tmp_path, capsys, bad, flag):
+    rc = C.main(["--run-dir", str(tmp_path), "--seeds", "0", "--ablation-seeds", "--rgr-seeds", "--steps", "2", *bad])
+    assert rc == 2
+    assert flag in capsys.readouterr().out
+    assert not (tmp_path / "meta.json").exists() and not (tmp_path / "grpo").exists()
+
+
+def test_the_held_out_split_follows_val_seed_and_a_sweep_keeps_its_own(tmp_path, capsys):
+    test_split = C.job_overrides(_args(), ["x=1"], ["y=2"])
+    val_split = C.job_overrides(_args("--val-seed", "1"), ["x=1"], ["y=2"])
+    assert any("split=test&seed=0" in o for o in test_split) and any("split=test&seed=1" in o for o in val_split)
+    assert [o for o in test_split if "train_files" in o] == [o for o in val_split if "train_files" in o]
+    assert test_split[-2:] == ["x=1", "y=2"]
+    (tmp_path / "meta.json").write_text(json.dumps({"val_seed": 1, "custom_variants": {"c": ["a=1"]}}))
+    base = ["--run-dir", str(tmp_path), "--seeds", "0", "--ablation-seeds", "--rgr-seeds", "--steps", "2"]
+    assert C.main([*base, "--val-seed", "0"]) == 2
+    assert "--val-seed 0: this sweep evaluates on --val-seed 1" in capsys.readouterr().out
+    assert C.main([*base, "--val-seed", "1", "--variant", "c", "a=2"]) == 2
+    assert "--variant c: its overrides differ" in capsys.readouterr().out
+    assert C.main([*base, "--val-seed", "1", "--variant", "c", "a=1", "--plan-only"]) == 0
+    assert not (tmp_path / "grpo").exists()
