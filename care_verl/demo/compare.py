@@ -301,6 +301,11 @@ def report(root: Path, meta: dict) -> dict:
     abl_stats = collect({**({"care": care_ref} if care_ref and abl_runs else {}), **abl_runs})
     mode_stats = collect({k: mode_runs[k] for k in RGR_MODES if mode_runs.get(k)})
     paired = paired_to_baseline({**stats, **{k: v for k, v in abl_stats.items() if k in ABLATIONS}}, baseline)
+    # what each part of CARE adds: every CARE variant paired with full CARE (the ablation question),
+    # unless CARE is already the baseline
+    to_care = {**{k: v for k, v in stats.items() if k in ("care", "care_no_rgr")},
+               **{k: v for k, v in abl_stats.items() if k in ABLATIONS}}  # full CARE, not its ablation-seed subset
+    paired_care = paired_to_baseline(to_care, "care") if baseline != "care" else {}
     plots = {}
     n_items = meta.get("heldout_n", "")
     if stats:
@@ -339,6 +344,8 @@ def report(root: Path, meta: dict) -> dict:
           "`make demo`'s RL stage is the `care` run of this recipe (evaluated there on 200 items).", "",
           "## CARE ablations (same seeds' CARE runs for reference)", "", markdown_table(abl_stats) if abl_runs else "(no ablation run finished yet)", "",
           f"## Paired differences to {baseline} (same seed; mean [95 % t-interval])", "", paired_table(paired, baseline), "",
+          *(["## Paired differences to care: what each part of CARE adds (negative = the part helps)", "",
+             paired_table(paired_care, "care"), ""] if paired_care else []),
           f"## RGR repair success by mode (first {rgr_steps} steps; seeds {rgr_seeds})", "", rgr_table(mode_stats), "",
           "## Mechanism signature (raw subgroup z recomputed from rewards)", "", signature_table(stats), ""]
     (root / "compare.md").write_text("\n".join(md))
@@ -347,6 +354,7 @@ def report(root: Path, meta: dict) -> dict:
         return {k: {kk: vv for kk, vv in v.items() if kk != "curves"} for k, v in d.items()}
 
     result = {"meta": meta, "variants": slim(stats), "ablations": slim(abl_stats), f"paired_to_{baseline}": paired,
+              **({"paired_to_care": paired_care} if paired_care else {}),
               "rgr_modes": slim(mode_stats), "plots": plots,
               "curves": {k: v["curves"]["agg"] for k, v in stats.items()}}
     (root / "compare.json").write_text(json.dumps(result, indent=2, default=str))

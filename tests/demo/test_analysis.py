@@ -236,6 +236,28 @@ def test_report_from_runs_on_disk(tmp_path):
         _check_png(tmp_path / name)
 
 
+def test_report_pairs_the_care_variants_with_care(tmp_path):
+    """Besides the pairs with GRPO, CARE without RGR and the ablations are paired with full CARE on
+    their shared seeds (what each part adds); the GRPO runs stand in for both here (0.1 below CARE)."""
+    runs = _runs()
+    layout = {"grpo": runs["grpo"], "care": runs["care"], "care_no_rgr": runs["grpo"], "care_uniform": runs["grpo"][:2]}
+    for name, seeds in layout.items():
+        for r in seeds:
+            d = tmp_path / name / f"seed{r['seed']}"
+            d.mkdir(parents=True)
+            (d / "metrics.jsonl").write_text("\n".join(json.dumps(x) for x in r["metrics"]))
+    meta = {"task": "bars", "command": "x", "sft_model": "m", "steps": 20, "seeds": [0, 1, 2],
+            "ablation_seeds": [0, 1], "rgr_seeds": [], "rgr_steps": 10, "heldout_n": 500}
+    result = C.report(tmp_path, meta)
+    to_care = result["paired_to_care"]
+    assert set(to_care) == {"care_no_rgr", "care_uniform"}
+    assert to_care["care_no_rgr"]["final"]["diffs"] == pytest.approx([-0.1, -0.1, -0.1])
+    assert to_care["care_uniform"]["final"]["n"] == 2
+    assert set(result["paired_to_grpo"]) == {"care", "care_no_rgr", "care_uniform"}
+    md = (tmp_path / "compare.md").read_text()
+    assert "## Paired differences to care" in md and "| care_no_rgr | 3 | -0.100 [-0.100, -0.100]" in md
+
+
 def test_report_of_a_selection_sweep_pairs_with_its_baseline(tmp_path):
     """A sweep of custom variants on a validation split: the report covers exactly its variants, pairs
     them with --baseline (not GRPO) and says which split and overrides it used."""
@@ -255,6 +277,7 @@ def test_report_of_a_selection_sweep_pairs_with_its_baseline(tmp_path):
     assert result["paired_to_care"]["care_cosine"]["final"]["mean"] == pytest.approx(-0.1)
     md = (tmp_path / "compare.md").read_text()
     assert md.startswith("# care vs care_cosine") and "variant − care |" in md
+    assert md.count("## Paired differences to care") == 1
     assert "validation split (`--val-seed 1`)" in md and "`actor_rollout_ref.actor.optim.lr_scheduler_type=cosine`" in md
 
 
