@@ -13,7 +13,10 @@
    variant's overrides and the seed keys, evaluated on ``--heldout-n`` (500) test items;
 3. before starting, the estimated wall time of the runs still to do, from measured step times
    (finished runs on disk, else ``--step-s``); a finished run is not run again, so re-running the
-   command resumes the sweep (an interrupted run restarts);
+   command resumes the sweep (an interrupted run restarts). The sweep records the recipe it runs
+   (sha256 of ``recipes/<recipe>.yaml`` and the overrides after ``--``; each run's ``wall.json`` too,
+   beside its code version) and refuses a launch after either changed, so a recipe edited between
+   launches cannot be pooled with the runs before it;
 4. ``compare.md`` (tables: mean and 95 % t-interval over seeds, paired differences to GRPO per
    seed, RGR success per mode with Wilson intervals beside the paper's, signature), ``compare.json``
    and plots (``compare_heldout.png``, ``compare_ablations.png``, ``compare_rollout.png``, ``compare_rgr.png``).
@@ -131,6 +134,30 @@ def code_versions(root: Path) -> str:
     for path in sorted(root.rglob("wall.json")):
         code = json.loads(path.read_text()).get("code", "unknown")
         counts[code] = counts.get(code, 0) + 1
+    return ", ".join(f"{c} ({n} run{'s' if n > 1 else ''})" for c, n in counts.items()) or "no finished run"
+
+
+RECIPES_DIR = REPO / "recipes"
+
+
+def recipe_fingerprint(recipe: str, extra: list[str], recipes_dir: Path | None = None) -> str:
+    """sha256 of ``recipes/<recipe>.yaml`` and the launch's ``-- ...`` overrides: what every run of a sweep
+    composes on top of the code (whose version each run records), so that a sweep cannot pool runs of two
+    recipes. A recipe that is not a file (an absolute Hydra name) is fingerprinted by its name."""
+    path = (recipes_dir or RECIPES_DIR) / f"{recipe}.yaml"
+    h = hashlib.sha256(path.read_bytes() if path.is_file() else recipe.encode())
+    h.update(b"\0" + "\0".join(extra).encode())
+    return h.hexdigest()
+
+
+def recipe_versions(root: Path) -> str:
+    """``sha12 (n runs), ...`` of the recipe fingerprint each finished run recorded (``unrecorded`` before
+    runs recorded it)."""
+    counts: dict[str, int] = {}
+    for path in sorted(root.rglob("wall.json")):
+        sha = json.loads(path.read_text()).get("recipe_sha256")
+        key = sha[:12] if sha else "unrecorded"
+        counts[key] = counts.get(key, 0) + 1
     return ", ".join(f"{c} ({n} run{'s' if n > 1 else ''})" for c, n in counts.items()) or "no finished run"
 
 
@@ -336,6 +363,8 @@ def report(root: Path, meta: dict) -> dict:
           f"Start model: {meta.get('sft_model', '')} (sha256 {str(meta.get('sft_model_sha256', '?'))[:12]}, "
           f"copied from {meta.get('sft_source', '?')})", "",
           f"Code per finished run (`git describe`): {code_versions(root)}", "",
+          f"Recipe per finished run (`recipes/{meta.get('recipe', 'demo_cpu')}.yaml` + overrides after --, sha256): "
+          f"{recipe_versions(root)}", "",
           f"RL steps per run: {steps}; seeds: {seeds}; ablation seeds: {abl_seeds}; RGR-mode seeds: {rgr_seeds} "
           f"({rgr_steps} steps); held-out items: {n_items}, from {split}", "",
           *([f"Custom variants (overrides on top of the recipe):{custom}", ""] if custom else []),
@@ -427,11 +456,18 @@ def main_variants(args: argparse.Namespace) -> dict[str, list[str]]:
     return out
 
 
-def sweep_mismatch(meta: dict, args: argparse.Namespace, variants: dict[str, list[str]]) -> str | None:
-    """Why this launch cannot resume the sweep in ``meta`` (another held-out split, or a custom variant
-    whose overrides changed: finished runs would be pooled with different ones), or None."""
+def sweep_mismatch(meta: dict, args: argparse.Namespace, variants: dict[str, list[str]],
+                   recipe_sha: str | None = None) -> str | None:
+    """Why this launch cannot resume the sweep in ``meta`` (another held-out split, a custom variant
+    whose overrides changed, or a recipe file / ``--`` overrides that changed since the sweep started:
+    finished runs would be pooled with different ones), or None."""
     if not meta:
         return None
+    if recipe_sha and meta.get("recipe_sha256") and meta["recipe_sha256"] != recipe_sha:
+        return (f"recipes/{args.recipe}.yaml or the overrides after -- changed since this sweep started (recipe "
+                f"sha256 {meta['recipe_sha256'][:12]} -> {recipe_sha[:12]}; it started with --recipe "
+                f"{meta.get('recipe', args.recipe)} -- {' '.join(meta.get('extra', []))}): its finished runs used "
+                f"the old recipe; use a new --run-dir")
     if meta.get("val_seed", 0) != args.val_seed:
         return (f"--val-seed {args.val_seed}: this sweep evaluates on --val-seed {meta.get('val_seed', 0)}; "
                 f"use a new --run-dir")
@@ -515,7 +551,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         say(f"[compare] {exc}")
         return 2
-    mismatch = sweep_mismatch(meta, args, variants)
+    recipe_sha = recipe_fingerprint(args.recipe, extra)
+    mismatch = sweep_mismatch(meta, args, variants, recipe_sha)
     if mismatch and not args.report_only:
         say(f"[compare] {mismatch}")
         return 2
@@ -551,12 +588,16 @@ def main(argv: list[str] | None = None) -> int:
             say(f"[compare] {exc}")
             return 2
         say(f"[compare] every run starts from {sft_model} (sha256 {sft_sha[:12]}; copied from {meta.get('sft_source', source)})")
+        if meta and not meta.get("recipe_sha256"):
+            say(f"[compare] this sweep started before sweeps recorded their recipe: recording recipes/{args.recipe}.yaml "
+                f"as it is now (sha256 {recipe_sha[:12]}); check that its finished runs used the same one")
         meta = {"task": f"{args.task} (difficulty {args.difficulty})", "sft_model": sft_model,
                 "sft_model_sha256": sft_sha, "sft_source": meta.get("sft_source", str(source)),
                 "command": "python -m care_verl.compare " + " ".join(argv), "steps": args.steps,
                 "seeds": args.seeds, "ablation_seeds": args.ablation_seeds, "rgr_seeds": args.rgr_seeds,
                 "rgr_steps": args.rgr_steps or args.steps, "heldout_n": args.heldout_n, "extra": extra,
                 "val_seed": args.val_seed, "variants": list(variants), "baseline": args.baseline,
+                "recipe": args.recipe, "recipe_sha256": recipe_sha,
                 "custom_variants": {k: v for k, v in variants.items() if k not in VARIANTS}}
         meta_path.write_text(json.dumps(meta, indent=2))
         for i, (run_dir, name, overrides, seed, steps) in enumerate(jobs, 1):
@@ -570,11 +611,12 @@ def main(argv: list[str] | None = None) -> int:
                 run_rl_stage(run_dir, sft_model, rl, desc=f"{i}/{len(jobs)} {name} seed {seed}", quiet=args.quiet,
                              timeout_s=steps * 60 + 1800)
                 (run_dir / "wall.json").write_text(json.dumps({"wall_s": time.time() - t, "steps": steps,
-                                                               "code": code, "sft_model_sha256": sft_sha}))
+                                                               "code": code, "sft_model_sha256": sft_sha,
+                                                               "recipe_sha256": recipe_sha}))
                 measured, _ = measured_step_s(root)
                 left = pending_jobs(jobs)
                 say(f"[compare] {i}/{len(jobs)} {name} seed {seed}: {time.time() - t:.0f} s; "
-                    f"{len(left)} runs left, about {_hours(estimate_wall_s(left, args.step_s or measured))}")
+                    f"{len(left)} runs left, about {_hours(estimate_wall_s(left, args.step_s or measured or DEFAULT_STEP_S))}")
             except (RuntimeError, TimeoutError) as exc:
                 say(f"[compare] {i}/{len(jobs)} {name} seed {seed} FAILED: {exc}")
     if not meta:

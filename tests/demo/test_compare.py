@@ -245,3 +245,55 @@ def test_the_held_out_split_follows_val_seed_and_a_sweep_keeps_its_own(tmp_path,
     assert "--variant c: its overrides differ" in capsys.readouterr().out
     assert C.main([*base, "--val-seed", "1", "--variant", "c", "a=1", "--plan-only"]) == 0
     assert not (tmp_path / "grpo").exists()
+
+
+def test_a_sweep_refuses_a_changed_recipe_and_records_it_per_run(tmp_path, capsys, monkeypatch):
+    recipes = tmp_path / "recipes"
+    recipes.mkdir()
+    (recipes / "r.yaml").write_text("lr: 3e-4\n")
+    monkeypatch.setattr(C, "RECIPES_DIR", recipes)
+    root = tmp_path / "sweep"
+    root.mkdir()
+    sha = C.recipe_fingerprint("r", [])
+    assert sha == C.recipe_fingerprint("r", [], recipes) != C.recipe_fingerprint("r", ["x=1"])
+    (root / "meta.json").write_text(json.dumps({"recipe": "r", "recipe_sha256": sha, "extra": []}))
+    base = ["--run-dir", str(root), "--recipe", "r", "--seeds", "0", "--ablation-seeds", "--rgr-seeds", "--steps", "2"]
+    assert C.main([*base, "--plan-only"]) == 0
+    # the same overrides after -- are the same recipe; other ones are not
+    assert C.main([*base, "--plan-only", "--", "x=1"]) == 2
+    assert "changed since this sweep started" in capsys.readouterr().out
+    # the file edited between launches (as the demo recipe's lr schedule was): refused before anything runs
+    (recipes / "r.yaml").write_text("lr: 3e-4\nlr_scheduler_type: cosine\n")
+    assert C.main(base) == 2
+    out = capsys.readouterr().out
+    assert f"sha256 {sha[:12]} -> {C.recipe_fingerprint('r', [])[:12]}" in out and "use a new --run-dir" in out
+    assert not (root / "grpo").exists()
+    # the report lists the recipe each finished run recorded
+    for i, rsha in enumerate([sha, sha, None]):
+        d = root / f"r{i}"
+        d.mkdir()
+        (d / "wall.json").write_text(json.dumps({"wall_s": 1, "steps": 1, **({"recipe_sha256": rsha} if rsha else {})}))
+    assert C.recipe_versions(root) == f"{sha[:12]} (2 runs), unrecorded (1 run)"
+
+
+def test_a_launch_records_its_recipe_in_the_sweep_and_in_every_run(tmp_path, monkeypatch):
+    """Bookkeeping only: the RL stage is replaced by a stand-in that writes a finished run's metrics
+    (real training is exercised by tests/demo/test_demo_e2e.py)."""
+    def fake_rl(run_dir, model_dir, s, **kw):
+        run_dir.mkdir(parents=True, exist_ok=True)
+        rows = [{"step": i, "data": {"val-core/synthetic_bars/acc/mean@1": 0.3 + 0.1 * i} if i % 2 == 0 else
+                 {"critic/score/mean": 0.3, "timing_s/step": 1.0}} for i in range(s.steps + 1)]
+        (run_dir / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+        return rows
+
+    monkeypatch.setattr(C, "run_rl_stage", fake_rl)
+    root = tmp_path / "sweep"
+    src = _model(tmp_path / "sft")
+    assert C.main(["--run-dir", str(root), "--sft-model", str(src), "--seeds", "0", "1", "--ablation-seeds",
+                   "--rgr-seeds", "--steps", "2", "--variants", "grpo", "care", "--quiet", "--", "x=1"]) == 0
+    sha = C.recipe_fingerprint("demo_cpu", ["x=1"])
+    meta = json.loads((root / "meta.json").read_text())
+    assert (meta["recipe"], meta["recipe_sha256"], meta["extra"]) == ("demo_cpu", sha, ["x=1"])
+    walls = sorted(root.rglob("wall.json"))
+    assert len(walls) == 4 and {json.loads(w.read_text())["recipe_sha256"] for w in walls} == {sha}
+    assert f"{sha[:12]} (4 runs)" in (root / "compare.md").read_text()
