@@ -8,7 +8,10 @@ Both sides do the same work on the same tiny Qwen2.5-VL, data and lengths:
   verl's default bf16 mixed precision instead of the cpu runtime's fp32; ``allfields``: cached with
   ``care.rollout.select_worker_fields=false``; ``rewardactor``: cached with
   ``care.rollout.local_reward=false``; ``agents1``/``agents2``: one / two agent-loop workers;
-  ``engine1thread``: the FSDP engine on one torch thread, as Ray starts it). A variant may be named twice (``cached,allfields,
+  ``engine1thread``: the FSDP engine on one torch thread, as Ray starts it; ``sortedmb``/``verlmb``:
+  micro-batches of rows of similar length / verl's split). ``--model DIR`` starts every run
+  (and the bare loop) from that model, e.g. the demo's SFT model, so that CARE's RGR fires as in
+  ``make demo``. A variant may be named twice (``cached,allfields,
   cached,allfields``: an interleaved A/B, each run its own column).
 - **bare**: one PyTorch/transformers loop: the processor once per prompt, ``generate`` of
   train_batch_size x n responses (<= max_response_length tokens, sampled), one old-log-prob
@@ -44,13 +47,19 @@ VARIANTS = {"cached": ["care.rollout.mm_cache=true"], "stock": ["care.rollout.mm
             "agents1": ["care.rollout.mm_cache=true", "actor_rollout_ref.rollout.agent.num_workers=1"],
             "agents2": ["care.rollout.mm_cache=true", "actor_rollout_ref.rollout.agent.num_workers=2"],
             # the FSDP engine on one torch thread, as Ray starts it (patches.patch_cpu_engine_threads)
-            "engine1thread": ["care.rollout.mm_cache=true", "env:CARE_VERL_ENGINE_THREADS=1"]}
+            "engine1thread": ["care.rollout.mm_cache=true", "env:CARE_VERL_ENGINE_THREADS=1"],
+            # micro-batches of rows of similar length (patches.patch_padded_micro_batches) vs verl's split
+            "sortedmb": ["care.rollout.mm_cache=true", "env:CARE_VERL_SORTED_MICRO_BATCHES=1"],
+            "verlmb": ["care.rollout.mm_cache=true", "env:CARE_VERL_SORTED_MICRO_BATCHES=0"]}
+
+
+MODEL: list[str] = []  # --model: the model override of every run
 
 
 def verl_run(steps: int, extra: list[str]) -> list[dict]:
     run_dir = Path(tempfile.mkdtemp(prefix="bench_step_overhead_"))
     cmd = [sys.executable, "-m", "care_verl.main", "+recipe=demo_cpu", f"trainer.total_training_steps={steps}",
-           "trainer.save_freq=-1", "trainer.test_freq=-1", "trainer.val_before_train=false", *extra,
+           "trainer.save_freq=-1", "trainer.test_freq=-1", "trainer.val_before_train=false", *MODEL, *extra,
            f"run.dir={run_dir}"]
     env = dict(os.environ)
     for item in [x for x in cmd if x.startswith("env:")]:  # a variant's environment, not a config override
@@ -83,7 +92,7 @@ def bare_loop(steps: int, parts: dict | None = None, ref: bool = True) -> list[f
     # torch's default threads (measured: 0.89 s/step with 2 threads, 1.99 s with BARE_THREADS=1)
     if int(os.environ.get("BARE_THREADS", "0")) > 0:
         torch.set_num_threads(int(os.environ["BARE_THREADS"]))
-    config = build_config(["+recipe=demo_cpu"])
+    config = build_config(["+recipe=demo_cpu", *MODEL])
     arr, data = config.actor_rollout_ref, config.data
     n, batch, mini = arr.rollout.n, data.train_batch_size, arr.actor.ppo_mini_batch_size
     path = arr.model.path
@@ -180,7 +189,10 @@ def main() -> None:
     parser.add_argument("--skip-bare", action="store_true")
     parser.add_argument("--bare-no-ref", action="store_true",
                         help="bare loop without the reference forward and KL term (as before 2026-12-06)")
+    parser.add_argument("--model", help="start from this HF model directory (default: the recipe's tiny model)")
     args = parser.parse_args()
+    if args.model:
+        MODEL.append(f"actor_rollout_ref.model.path={Path(args.model).resolve()}")
     load = os.getloadavg()
     print(f"load average at start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     bare = None

@@ -462,6 +462,69 @@ def patch_forward_step_noop_move() -> None:
     FSDPEngineWithLMHead.forward_step = forward_step
 
 
+SORTED_MICRO_BATCHES_ENV = "CARE_VERL_SORTED_MICRO_BATCHES"
+
+
+def sorted_micro_batches_wanted(batch, dp_group, num_batches_divided_by, min_num_micro_batch, force_group_size) -> bool:
+    """Whether :func:`patch_padded_micro_batches` splits this call: a padded forward
+    (``use_remove_padding`` false) on one data-parallel rank, none of verl's pipeline or grouping
+    constraints, at most ``micro_batches.MAX_ROWS`` rows, and ``$CARE_VERL_SORTED_MICRO_BATCHES`` not ``0``."""
+    import os
+
+    from verl.utils import tensordict_utils as tu
+
+    from care_verl.adapter.runtime.micro_batches import MAX_ROWS
+
+    if os.environ.get(SORTED_MICRO_BATCHES_ENV, "1") == "0":
+        return False
+    if tu.get_non_tensor_data(data=batch, key="use_remove_padding", default=True):
+        return False
+    if force_group_size != 1 or num_batches_divided_by is not None or min_num_micro_batch is not None:
+        return False
+    dist = torch.distributed
+    if dist.is_initialized() and dist.get_world_size(dp_group) > 1:
+        return False
+    return len(batch) <= MAX_ROWS
+
+
+def patch_padded_micro_batches() -> None:
+    """Dynamic-batch micro-batches of rows of similar length when each micro-batch is padded.
+
+    ``prepare_micro_batches`` (verl/workers/engine/utils.py:112) splits a mini-batch with
+    ``rearrange_micro_batches`` (verl/utils/seqlen_balancing.py:348), which balances unpadded token
+    sums; without remove-padding the engine pads each micro-batch to its longest row
+    (verl/workers/engine/fsdp/transformer_impl.py:1281), so one long row (an RGR row) pads all the
+    others. Under :func:`sorted_micro_batches_wanted` the rows are split by
+    ``micro_batches.padded_partition`` instead; verl's own function otherwise. The returned index
+    lists restore the row order as verl's do; the loss is normalised by the whole mini-batch's tokens.
+    """
+    if not _once("padded_micro_batches"):
+        return
+    from verl.utils import tensordict_utils as tu
+    from verl.workers.engine import utils as engine_utils
+
+    from care_verl.adapter.runtime.micro_batches import padded_partition
+
+    original = engine_utils.rearrange_micro_batches
+
+    @functools.wraps(original)
+    def rearrange_micro_batches(batch, max_token_len, dp_group=None, num_batches_divided_by=None,
+                                same_micro_num_in_dp=True, min_num_micro_batch=None, use_dynamic_bsz_balance=True,
+                                force_group_size=1):
+        if not sorted_micro_batches_wanted(batch, dp_group, num_batches_divided_by, min_num_micro_batch,
+                                           force_group_size):
+            return original(batch, max_token_len, dp_group=dp_group, num_batches_divided_by=num_batches_divided_by,
+                            same_micro_num_in_dp=same_micro_num_in_dp, min_num_micro_batch=min_num_micro_batch,
+                            use_dynamic_bsz_balance=use_dynamic_bsz_balance, force_group_size=force_group_size)
+        ids = batch["input_ids"]
+        lengths = ids.offsets().diff() if ids.is_nested else batch["attention_mask"].sum(dim=1)
+        parts = padded_partition([int(x) for x in lengths.tolist()], int(max_token_len))
+        return [tu.index_select_tensor_dict(batch, p) for p in parts], parts
+
+    rearrange_micro_batches.__care_verl_patched__ = True
+    engine_utils.rearrange_micro_batches = rearrange_micro_batches
+
+
 def apply_all() -> None:
     """Apply every patch (idempotent). CPU-only patches check for an accelerator themselves."""
     patch_init_process_group()
@@ -476,3 +539,4 @@ def apply_all() -> None:
     patch_fsdp2_offload_no_pin()
     patch_cpu_engine_threads()
     patch_forward_step_noop_move()
+    patch_padded_micro_batches()
