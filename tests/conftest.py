@@ -73,8 +73,11 @@ def care_rgr_run(tmp_path_factory):
     # log-prob recompute sends only the replaced rows to each, not the whole batch
     # $CARE_VERL_FIELD_PARITY: each step's old and reference log-probs also computed with every
     # TransferQueue field and dumped (care_verl/adapter/step/worker_fields.py)
+    # care.rgr.old_log_probs=recompute (the GPU default; the CPU runtime takes the sampling's, which
+    # tests/e2e/test_resume.py checks): the recompute call is what these runs are about
     return _care_run(tmp_path_factory, "care_rgr_run", "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=4",
-                     "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu=16", env={"CARE_VERL_FIELD_PARITY": "1"})
+                     "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu=16", "care.rgr.old_log_probs=recompute",
+                     env={"CARE_VERL_FIELD_PARITY": "1"})
 
 
 @pytest.fixture(scope="session")

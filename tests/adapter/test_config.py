@@ -72,6 +72,24 @@ def test_cpu_runtime_skips_gradient_checkpointing_and_gpu_keeps_it(no_accelerato
     assert on.actor_rollout_ref.model.enable_gradient_checkpointing is True
 
 
+def test_cpu_runtime_takes_rgr_old_log_probs_from_the_sampling_and_gpu_recomputes(no_accelerator):
+    """The CPU runtime's fp32 hf server computes what the actor does, so RGR's replaced rows take the
+    sampling log-probs (care.rgr.old_log_probs=rollout, with calculate_log_probs on); a GPU engine
+    (bf16 vLLM) does not, so GPU runs keep the recompute call. Without rollout log-probs the choice is
+    refused at start-up, naming both keys."""
+    cpu = build_config(["+recipe=tiny_cpu_care", "runtime=cpu"])
+    assert cpu.care.rgr.old_log_probs == "rollout" and cpu.actor_rollout_ref.rollout.calculate_log_probs is True
+    gpu = build_config(["+recipe=tiny_cpu_care", "runtime=gpu", "trainer.n_gpus_per_node=1"])
+    assert gpu.care.rgr.old_log_probs == "recompute"
+    with pytest.raises(ConfigError, match="care.rgr.old_log_probs must be one of"):
+        build_config(["+recipe=tiny_cpu_care", "care.rgr.old_log_probs=cached"])
+    with pytest.raises(ConfigError, match=r"care.rgr.old_log_probs=rollout .*rollout.calculate_log_probs=false"):
+        build_config(["+recipe=tiny_cpu_care", "runtime=cpu", "actor_rollout_ref.rollout.calculate_log_probs=false"])
+    off = build_config(["+recipe=tiny_cpu_care", "runtime=cpu", "actor_rollout_ref.rollout.calculate_log_probs=false",
+                        "care.rgr.mode=off"])  # no RGR: nothing to take them for
+    assert off.care.rgr.mode == "off"
+
+
 def test_worker_field_selection_picks_the_trainer_mode_and_its_switch_restores_verls():
     """GRPO-family runs get care_verl's sync trainer with slim worker calls (CARE's trainer has it
     built in); ``care.rollout.select_worker_fields=false`` leaves verl's own ``sync`` trainer."""

@@ -65,6 +65,8 @@ def run(tmp_path_factory):
         f"care.k={K}",
         f"actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu={LOGPROB_MICRO}",
         f"actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu={LOGPROB_MICRO}",
+        # RGR's recompute call, split over the ranks, is one of the things checked here
+        "care.rgr.old_log_probs=recompute",
         # verl needs each rank's share of a mini-batch (16 rows / 2) to be a multiple of this
         f"actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu={BATCH_ROWS // RANKS}",
         # covered by the 1-rank runs; not what this test is about

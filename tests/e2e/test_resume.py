@@ -4,7 +4,8 @@ draws, rewards and losses as an uninterrupted run.
 
 The three launches also carry the dynamic-batch-size settings (log-prob micro-batches cut by a
 token budget and reordered by length) and RGR ``random`` mode, so the uninterrupted run doubles as
-the embedding check under dynamic batch size (one Ray start saved).
+the embedding check under dynamic batch size and as the check of the CPU runtime's
+``care.rgr.old_log_probs=rollout`` (one Ray start saved).
 """
 
 import json
@@ -24,6 +25,8 @@ pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[2]
 RELAUNCH_DUMP = "rows_relaunch"
+# rollout vs actor log-probs of the same tokens and weights, both fp32 on CPU (tests/e2e/test_care_step.py)
+SAME_POLICY_MAX_LOGPROB_DIFF = 1e-4
 # Log-prob and update micro-batches cut at 300 tokens (a row is ~75-110): several micro-batches
 # per call, rows regrouped by length inside verl and put back in order afterwards.
 DYNAMIC_BSZ = [
@@ -218,3 +221,31 @@ def test_embeddings_are_each_rows_own_under_dynamic_batch_size(runs, tiny_vl_pat
     micro-batches and regrouped the rows."""
     straight, _, _ = runs
     check_step1_embeddings(load_rows(straight, 1, "pre"), tiny_vl_path)
+
+
+def test_replaced_rows_take_the_sampling_log_probs_as_old_log_probs(runs, metrics_of):
+    """The CPU runtime's ``care.rgr.old_log_probs=rollout``: no recompute call for RGR's replaced
+    rows (no ``rgr/logprob_rows``); their stored old log-probs are the reused prefix's actor values
+    and the continuation's sampling log-probs, and they equal what the actor computes for the new
+    rows (the trainer's whole-batch recompute after the step, dumped as ``rgr_full`` and put back)
+    to SAME_POLICY_MAX_LOGPROB_DIFF on every trained token. A row left with its failed response's
+    old log-probs differs by far more (other tokens), as does a continuation shifted by one token."""
+    straight, _, _ = runs
+    checked = 0
+    for m in metrics_of(straight):
+        step, d = m["step"], m["data"]
+        assert "rgr/logprob_rows" not in d and "timing_s/care_rgr_logprob" not in d, step
+        post = load_rows(straight, step, "post")
+        if not post["replaced_rows"]:
+            continue
+        full = load_rows(straight, step, "rgr_full")
+        for i in post["replaced_rows"]:
+            n = response_len(post, i)
+            mask = torch.as_tensor(post["response_mask"][i][:n]).bool()
+            stored = torch.as_tensor(post["old_log_probs"][i]).float()
+            assert stored.numel() >= n, (step, i)
+            want = torch.as_tensor(full["old_log_probs"][i][:n]).float()
+            gap = float((stored[:n] - want)[mask].abs().max())
+            assert gap <= SAME_POLICY_MAX_LOGPROB_DIFF, (step, i, gap)
+            checked += 1
+    assert checked, "RGR replaced no row in the uninterrupted run"

@@ -235,6 +235,13 @@ def _check_care(config: DictConfig) -> None:
         )
     if config.actor_rollout_ref.rollout.n < 2:
         raise ConfigError("actor_rollout_ref.rollout.n must be >= 2 for CARE (groups of rollouts)")
+    if (_get(config, "care.rgr.old_log_probs") == "rollout" and _get(config, "care.rgr.mode") != "off"
+            and not _get(config, "actor_rollout_ref.rollout.calculate_log_probs")):
+        raise ConfigError(
+            "care.rgr.old_log_probs=rollout takes the replaced rows' old log-probs from the rollout, which "
+            "returns none with actor_rollout_ref.rollout.calculate_log_probs=false; set it true, or "
+            "care.rgr.old_log_probs=recompute"
+        )
     if config.actor_rollout_ref.model.get("use_fused_kernels", False):
         raise ConfigError("actor_rollout_ref.model.use_fused_kernels=true hides the hidden states CARE pools; set it false")
     _check_care_unsupported(config)

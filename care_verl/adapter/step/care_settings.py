@@ -15,6 +15,7 @@ from typing import Any
 from care_verl.core import REGION_MODES, CareConfig
 
 RGR_MODES = ("repair", "promptless", "random", "off")
+RGR_OLD_LOG_PROBS = ("recompute", "rollout")
 DEFAULT_CUE = (
     "\nYour previous reasoning had an error. Find the mistake, correct it, and re-derive. Keep it concise.\n"
 )
@@ -60,6 +61,13 @@ class RgrSettings:
     generate_timeout_s: float = field(
         default=600.0,
         metadata=_help("Seconds to wait for RGR's generations; a row still waiting is skipped and counted."),
+    )
+    old_log_probs: str = field(
+        default="recompute",
+        metadata=_help("Old log-probs of the replaced rows: recompute (one old-log-prob call for them, as verl "
+                       "scores every row) | rollout (the rollout's own sampling log-probs, as verl's bypass mode; "
+                       "needs actor_rollout_ref.rollout.calculate_log_probs; right only where rollout and trainer "
+                       "compute the same numbers: the CPU runtime's fp32 hf server, which sets it)."),
     )
 
 
@@ -134,6 +142,8 @@ def care_settings_from_dict(raw: dict[str, Any] | None) -> CareSettings:
         raise ValueError(f"care.rgr.top_p must be in (0, 1], got {rgr.top_p!r}")
     if rgr.max_tokens is not None and rgr.max_tokens < 1:
         raise ValueError(f"care.rgr.max_tokens must be >= 1, got {rgr.max_tokens!r}")
+    if rgr.old_log_probs not in RGR_OLD_LOG_PROBS:
+        raise ValueError(f"care.rgr.old_log_probs must be one of {RGR_OLD_LOG_PROBS}, got {rgr.old_log_probs!r}")
     if not rgr.generate_timeout_s > 0:
         raise ValueError(f"care.rgr.generate_timeout_s must be > 0, got {rgr.generate_timeout_s!r}")
     for name in ("think_open", "think_close", "answer_open", "answer_close"):

@@ -4,8 +4,9 @@ The pure parts (targets, repaired context, the new row's ids and mask) are in
 :mod:`care_verl.reflection`. This module does what needs verl: fetch the rows' prompts, images and
 responses from TransferQueue, send every repaired context to the rollout servers at once (they
 batch concurrent requests), score the results with the configured reward function, and write
-the new rows over the old ones (same keys, so the batch size never changes). The caller then
-recomputes old and reference log-probs for the replaced keys.
+the new rows over the old ones (same keys, so the batch size never changes). Their old log-probs
+are then recomputed by the caller (``care.rgr.old_log_probs=recompute``) or written here from the
+sampling (``rollout``); verl's reference stage, after RGR, scores them.
 
 A generation that fails or a row that would not fit is skipped and counted; it never stops the step.
 """
@@ -73,6 +74,8 @@ class RgrRunner:
         self.cue_ids = trainer.tokenizer.encode(cue, add_special_tokens=False) if cue else []
         self._reward_fn = None
         self.has_rollout_log_probs = bool(trainer.config.actor_rollout_ref.rollout.calculate_log_probs)
+        # the replaced rows' old log-probs from the sampling instead of a recompute call (care_settings)
+        self.old_from_rollout = settings.old_log_probs == "rollout"
 
     # ---- pieces -----------------------------------------------------------------------------
     def reward_fn(self):
@@ -160,6 +163,7 @@ class RgrRunner:
         needed = sorted(set(targets.tolist()) | set(sources.tolist()))
         keys = [batch.keys[i] for i in needed]
         fields = ROW_FIELDS + (["rollout_log_probs"] if self.has_rollout_log_probs else [])
+        fields += ["old_log_probs"] if self.old_from_rollout else []
         fetched = tq.kv_batch_get(keys=keys, partition_id=batch.partition_id, select_fields=fields)
         rows = {}
         for j, i in enumerate(needed):
@@ -169,8 +173,9 @@ class RgrRunner:
                 "position_ids": fetched["position_ids"][j],
                 **{k: _item(fetched[k], j) for k in ROW_FIELDS if k not in ("prompts", "responses", "position_ids")},
             }
-            if self.has_rollout_log_probs:
-                rows[i]["rollout_log_probs"] = fetched["rollout_log_probs"][j].tolist()
+            for name in ("rollout_log_probs", "old_log_probs"):
+                if name in fields:
+                    rows[i][name] = fetched[name][j].tolist()
         data_cfg = self.trainer.config.data
         plans, skipped = plan_repairs(
             targets.tolist(), sources.tolist(), {i: r["prompts"] for i, r in rows.items()},
@@ -246,7 +251,8 @@ class RgrRunner:
         # Sampling log-probs: the reused prefix keeps its sample's (same prompt); the cue was not sampled (0).
         source_lp = source.get("rollout_log_probs")
         prefix_lp = list(source_lp[: len(plan.prefix)]) if source_lp else [0.0] * len(plan.prefix)
-        rollout_lp = prefix_lp + [0.0] * len(plan.cue) + list(out.log_probs or [0.0] * len(out.token_ids))
+        continuation_lp = list(out.log_probs or [0.0] * len(out.token_ids))
+        rollout_lp = prefix_lp + [0.0] * len(plan.cue) + continuation_lp
         extra = copy.deepcopy(target["extra_fields"]) if isinstance(target["extra_fields"], dict) else {}
         info = dict(extra.get("reward_extra_info", {}) or {})
         info.update({k: v for k, v in score.items() if k in info or k in ("acc", "format", "score")})
@@ -264,4 +270,16 @@ class RgrRunner:
             "rm_scores": rm,
             "rollout_log_probs": torch.tensor(rollout_lp[: len(ids)], dtype=torch.float32),
             "extra_fields": extra,
+            **({"old_log_probs": self.old_log_probs(source, plan, continuation_lp, len(ids))}
+               if self.old_from_rollout else {}),
         }
+
+    @staticmethod
+    def old_log_probs(source: dict, plan: RepairPlan, continuation_lp: list[float], length: int) -> torch.Tensor:
+        """``care.rgr.old_log_probs=rollout``: the repaired row's old log-probs without a forward. The
+        reused prefix keeps the actor's own old log-probs of those tokens (computed for the source row,
+        same prompt and tokens); the cue has none (response-mask 0: it is not trained); the continuation
+        takes the rollout's sampling log-probs, which the CPU runtime's fp32 server computes as the actor
+        would (measured <= 1e-6; verl's bypass mode makes the same substitution for every row)."""
+        prefix = list(source["old_log_probs"][: len(plan.prefix)])
+        return torch.tensor((prefix + [0.0] * len(plan.cue) + continuation_lp)[:length], dtype=torch.float32)

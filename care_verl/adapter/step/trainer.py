@@ -310,8 +310,9 @@ class CarePPOTrainer(WorkerFieldsTrainer):
 
     def _select_and_reflect(self, batch, metrics: dict) -> dict:
         """CARE's subgroups for ``batch`` and, when RGR is on, its repairs: replaced rows rewritten in
-        TransferQueue with their old log-probs and embeddings recomputed. Returns what
-        ``_compute_advantage`` finishes from (the advantage inputs, read again after a repair)."""
+        TransferQueue with their old log-probs recomputed (with ``care.rgr.old_log_probs=rollout``,
+        RGR wrote them from the sampling). Returns what ``_compute_advantage`` finishes from (the
+        advantage inputs, read again after a repair)."""
         start = time.perf_counter()
         x = self._advantage_inputs(batch)
         index, correct, reward, spans = x["index"], x["correct"], x["reward"], x["spans"]
@@ -335,8 +336,9 @@ class CarePPOTrainer(WorkerFieldsTrainer):
                 log_rgr_examples(self.config, outcome.examples, self.global_steps)
             if outcome.replaced_rows:
                 lp_start = time.perf_counter()
-                metrics["rgr/logprob_rows"] = self._recompute_log_probs(batch, outcome.replaced_rows, metrics)
-                metrics["timing_s/care_rgr_logprob"] = time.perf_counter() - lp_start
+                if self.care.rgr.old_log_probs == "recompute":  # else RGR wrote them from the sampling
+                    metrics["rgr/logprob_rows"] = self._recompute_log_probs(batch, outcome.replaced_rows, metrics)
+                    metrics["timing_s/care_rgr_logprob"] = time.perf_counter() - lp_start
                 x = self._advantage_inputs(batch)
                 reflected[outcome.replaced_rows] = True
             metrics["timing_s/care_rgr"] = time.perf_counter() - rgr_start
