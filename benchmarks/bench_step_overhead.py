@@ -9,7 +9,8 @@ Both sides do the same work on the same tiny Qwen2.5-VL, data and lengths:
   ``care.rollout.select_worker_fields=false``; ``rewardactor``: cached with
   ``care.rollout.local_reward=false``; ``agents1``/``agents2``: one / two agent-loop workers;
   ``engine1thread``: the FSDP engine on one torch thread, as Ray starts it; ``sortedmb``/``verlmb``:
-  micro-batches of rows of similar length / verl's split). ``--model DIR`` starts every run
+  micro-batches of rows of similar length / verl's split; ``rgrrecompute``: an old-log-prob call
+  for RGR's replaced rows; ``before1207``/``after1207``: both of those off / on). ``--model DIR`` starts every run
   (and the bare loop) from that model, e.g. the demo's SFT model, so that CARE's RGR fires as in
   ``make demo``. A variant may be named twice (``cached,allfields,
   cached,allfields``: an interleaved A/B, each run its own column).
@@ -36,7 +37,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-STAGES = ("gen", "old_log_prob", "ref", "adv", "care_advantage", "care_rgr", "update_actor", "update_weights",
+STAGES = ("gen", "old_log_prob", "ref", "adv", "care_advantage", "care_rgr", "care_rgr_generate", "care_rgr_logprob",
+          "update_actor", "update_weights",
           "step")
 # bf16: verl's default FSDP mixed precision (bf16 autocast) instead of the cpu runtime's fp32.
 BF16 = [f"actor_rollout_ref.{role}.fsdp_config.mixed_precision.param_dtype=bf16" for role in ("actor", "ref")]
@@ -50,7 +52,13 @@ VARIANTS = {"cached": ["care.rollout.mm_cache=true"], "stock": ["care.rollout.mm
             "engine1thread": ["care.rollout.mm_cache=true", "env:CARE_VERL_ENGINE_THREADS=1"],
             # micro-batches of rows of similar length (patches.patch_padded_micro_batches) vs verl's split
             "sortedmb": ["care.rollout.mm_cache=true", "env:CARE_VERL_SORTED_MICRO_BATCHES=1"],
-            "verlmb": ["care.rollout.mm_cache=true", "env:CARE_VERL_SORTED_MICRO_BATCHES=0"]}
+            "verlmb": ["care.rollout.mm_cache=true", "env:CARE_VERL_SORTED_MICRO_BATCHES=0"],
+            # RGR's replaced rows: an old-log-prob call for them instead of the sampling's log-probs
+            "rgrrecompute": ["care.rollout.mm_cache=true", "care.rgr.old_log_probs=recompute"],
+            # both of the 2026-12-07 evening changes off / on (docs/cpu_runtime.md)
+            "before1207": ["care.rollout.mm_cache=true", "env:CARE_VERL_SORTED_MICRO_BATCHES=0",
+                           "care.rgr.old_log_probs=recompute"],
+            "after1207": ["care.rollout.mm_cache=true"]}
 
 
 MODEL: list[str] = []  # --model: the model override of every run
