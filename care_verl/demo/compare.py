@@ -358,7 +358,9 @@ def report(root: Path, meta: dict) -> dict:
     split = ("the test split (`--val-seed 0`)" if not val_seed
              else f"a validation split (`--val-seed {val_seed}`), not the reported test split")
     custom = "".join(f"\n- `{name}`: " + " ".join(f"`{o}`" for o in ov) for name, ov in meta.get("custom_variants", {}).items())
-    md = [f"# {' vs '.join(stats) or 'GRPO vs CARE vs CARE without RGR'} ({meta.get('task', '')})", "",
+    title = " vs ".join(stats) or ("CARE ablations and RGR modes" if abl_runs or any(mode_runs.values())
+                                   else "GRPO vs CARE vs CARE without RGR")
+    md = [f"# {title} ({meta.get('task', '')})", "",
           f"Command: `{meta.get('command', '')}`", "",
           f"Start model: {meta.get('sft_model', '')} (sha256 {str(meta.get('sft_model_sha256', '?'))[:12]}, "
           f"copied from {meta.get('sft_source', '?')})", "",
@@ -395,7 +397,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m care_verl.compare", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     p.add_argument("--run-dir", default="runs/compare")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="seeds of GRPO / CARE / CARE w/o RGR")
+    p.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2, 3, 4],
+                   help="seeds of GRPO / CARE / CARE w/o RGR (none: a sweep of only the ablations and RGR modes)")
     p.add_argument("--ablation-seeds", type=int, nargs="*", default=[0, 1, 2],
                    help="seeds of CARE with care.region.mode=uniform and with care.selector=random")
     p.add_argument("--ablations", nargs="*", default=list(ABLATIONS), choices=list(ABLATIONS))

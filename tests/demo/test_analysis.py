@@ -258,6 +258,35 @@ def test_report_pairs_the_care_variants_with_care(tmp_path):
     assert "## Paired differences to care" in md and "| care_no_rgr | 3 | -0.100 [-0.100, -0.100]" in md
 
 
+def test_report_of_a_sweep_of_only_ablations_and_rgr_modes(tmp_path):
+    """No main runs (``--seeds`` empty): the ablations are tabled on their own, repair comes from its
+    own runs, and nothing is paired (there is no baseline run)."""
+    runs = _runs()
+    layout = {"care_uniform": runs["care"][:2], "rgr_modes/repair": runs["care"][:2],
+              "rgr_modes/promptless": runs["care"][:2]}
+    for name, seeds in layout.items():
+        for r in seeds:
+            d = tmp_path / name / f"seed{r['seed']}"
+            d.mkdir(parents=True)
+            (d / "metrics.jsonl").write_text("\n".join(json.dumps(x) for x in r["metrics"][:11]))
+    meta = {"task": "bars", "command": "x", "sft_model": "m", "steps": 20, "seeds": [], "ablation_seeds": [0, 1],
+            "rgr_seeds": [0, 1], "rgr_steps": 10, "heldout_n": 500}
+    for name, seeds in {"care_uniform": runs["care"][:2]}.items():  # the ablation runs are full length
+        for r in seeds:
+            (tmp_path / name / f"seed{r['seed']}" / "metrics.jsonl").write_text(
+                "\n".join(json.dumps(x) for x in r["metrics"]))
+    result = C.report(tmp_path, meta)
+    assert result["variants"] == {} and list(result["ablations"]) == ["care_uniform"]
+    assert result["ablations"]["care_uniform"]["seeds"] == [0, 1]
+    assert result["rgr_modes"]["repair"]["rgr"]["generated"] == 80  # 10 steps x 4, two runs
+    assert set(result["rgr_modes"]) == {"repair", "promptless"} and result["paired_to_grpo"] == {}
+    md = (tmp_path / "compare.md").read_text()
+    assert md.startswith("# CARE ablations and RGR modes")
+    assert "| care_uniform | 2 |" in md and "(no ablation run finished yet)" not in md
+    _check_png(tmp_path / "compare_ablations.png")
+    _check_png(tmp_path / "compare_rgr.png")
+
+
 def test_report_of_a_selection_sweep_pairs_with_its_baseline(tmp_path):
     """A sweep of custom variants on a validation split: the report covers exactly its variants, pairs
     them with --baseline (not GRPO) and says which split and overrides it used."""

@@ -87,6 +87,19 @@ def test_plan_covers_rgr_seeds_without_a_care_run(tmp_path):
     assert len({d for d, *_ in jobs}) == len(jobs)
 
 
+def test_a_sweep_without_main_seeds_plans_only_the_ablations_and_the_rgr_modes(tmp_path, capsys):
+    """``--seeds`` with no value: the ablations and the RGR modes alone (repair as its own runs, there
+    being no CARE run to cut), whatever the baseline; run seed by seed."""
+    args = C.build_parser().parse_args(["--seeds", "--ablation-seeds", "1", "--rgr-seeds", "0", "1",
+                                        "--rgr-steps", "4"])
+    names = [(n, s) for _, n, _, s, _ in C.plan_jobs(tmp_path, args)]
+    assert names == [("rgr_promptless", 0), ("rgr_random", 0), ("rgr_repair", 0), ("care_uniform", 1),
+                     ("care_random_selector", 1), ("rgr_promptless", 1), ("rgr_random", 1), ("rgr_repair", 1)]
+    assert C.main(["--run-dir", str(tmp_path), "--plan-only", "--step-s", "2", "--seeds", "--ablation-seeds",
+                   "--rgr-seeds", "2"]) == 0
+    assert "3 runs, 0 finished, 3 to run" in capsys.readouterr().out
+
+
 def test_resume_skips_finished_runs_and_restarts_partial_ones(tmp_path):
     jobs = C.plan_jobs(tmp_path, _args())
     assert C.pending_jobs(jobs) == jobs
