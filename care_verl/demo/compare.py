@@ -370,15 +370,19 @@ def report(root: Path, meta: dict) -> dict:
           f"RL steps per run: {steps}; seeds: {seeds}; ablation seeds: {abl_seeds}; RGR-mode seeds: {rgr_seeds} "
           f"({rgr_steps} steps); held-out items: {n_items}, from {split}", "",
           *([f"Custom variants (overrides on top of the recipe):{custom}", ""] if custom else []),
-          "## Held-out accuracy (greedy; mean [95 % t-interval] over seeds)", "", markdown_table(stats), "",
-          f"The demo's aim: mean of the last two evaluations ≥ step 0 + {TARGET_GAIN:.2f} and ≥ {TARGET_ACC:.2f}; "
-          "`make demo`'s RL stage is the `care` run of this recipe (evaluated there on 200 items).", "",
+          # a sweep without main runs (--seeds empty) has no held-out table, pairs or signature of its own
+          *(["## Held-out accuracy (greedy; mean [95 % t-interval] over seeds)", "", markdown_table(stats), "",
+             f"The demo's aim: mean of the last two evaluations ≥ step 0 + {TARGET_GAIN:.2f} and ≥ {TARGET_ACC:.2f}; "
+             "`make demo`'s RL stage is the `care` run of this recipe (evaluated there on 200 items).", ""]
+            if seeds else []),
           "## CARE ablations (same seeds' CARE runs for reference)", "", markdown_table(abl_stats) if abl_runs else "(no ablation run finished yet)", "",
-          f"## Paired differences to {baseline} (same seed; mean [95 % t-interval])", "", paired_table(paired, baseline), "",
+          *([f"## Paired differences to {baseline} (same seed; mean [95 % t-interval])", "",
+             paired_table(paired, baseline), ""] if seeds else []),
           *(["## Paired differences to care: what each part of CARE adds (negative = the part helps)", "",
              paired_table(paired_care, "care"), ""] if paired_care else []),
           f"## RGR repair success by mode (first {rgr_steps} steps; seeds {rgr_seeds})", "", rgr_table(mode_stats), "",
-          "## Mechanism signature (raw subgroup z recomputed from rewards)", "", signature_table(stats), ""]
+          *(["## Mechanism signature (raw subgroup z recomputed from rewards)", "", signature_table(stats), ""]
+            if seeds else [])]
     (root / "compare.md").write_text("\n".join(md))
 
     def slim(d):

@@ -232,6 +232,7 @@ def test_report_from_runs_on_disk(tmp_path):
     assert result["paired_to_grpo"]["care"]["final"]["mean"] == pytest.approx(0.1)
     md = (tmp_path / "compare.md").read_text()
     assert "| care | 3 |" in md and "variant − grpo" in md and "| 0.766 |" in md
+    assert "## Held-out accuracy" in md and "## Mechanism signature" in md
     for name in ("compare_heldout.png", "compare_rollout.png", "compare_rgr.png"):
         _check_png(tmp_path / name)
 
@@ -282,6 +283,8 @@ def test_report_of_a_sweep_of_only_ablations_and_rgr_modes(tmp_path):
     assert set(result["rgr_modes"]) == {"repair", "promptless"} and result["paired_to_grpo"] == {}
     md = (tmp_path / "compare.md").read_text()
     assert md.startswith("# CARE ablations and RGR modes")
+    # no empty held-out / paired / signature tables for runs that were never planned
+    assert "## Held-out accuracy" not in md and "Paired differences" not in md and "Mechanism signature" not in md
     assert "| care_uniform | 2 |" in md and "(no ablation run finished yet)" not in md
     _check_png(tmp_path / "compare_ablations.png")
     _check_png(tmp_path / "compare_rgr.png")
